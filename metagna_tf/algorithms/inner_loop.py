@@ -1,0 +1,95 @@
+"""Pure functions of the inner loop: head, task loss, adaptation.
+
+Fast weights are a list of tensors: the backbone's tensors followed by the
+classifier head ``[W, b]``. Nothing here touches a variable's value; the
+outer loop differentiates through everything (second order) unless
+``first_order`` stops the inner gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import tensorflow as tf
+
+# An update rule: (step, params, grads, losses, sample_grads) -> (new params, scales).
+# ``sample_grads`` is a zero-argument callable giving per-sample gradients (a list of
+# [n, *shape] tensors), or None unless the rule has ``needs_sample_grads = True``
+# (they come from the same forward pass, so share its BatchNorm statistics); ``scales`` is a
+# vector with one gradient-norm scale per tensor (ones for plain SGD).
+UpdateRule = Callable[..., tuple[list, tf.Tensor]]
+
+
+def prototype_head(features, labels, ways):
+    """Proto-MAML head: ``W_c = 2 mu_c``, ``b_c = -||mu_c||^2`` (mu_c: class mean feature).
+
+    ``logits = f W + b = -||f - mu_c||^2 + ||f||^2``: a nearest-prototype classifier
+    for any number of classes, with a non-zero backbone gradient at the first step.
+    """
+    onehot = tf.one_hot(labels, ways, dtype=features.dtype)  # (n, ways)
+    counts = tf.reduce_sum(onehot, axis=0)
+    prototypes = tf.matmul(onehot, features, transpose_a=True) / counts[:, None]  # (ways, d)
+    return 2.0 * tf.transpose(prototypes), -tf.reduce_sum(tf.square(prototypes), axis=-1)
+
+
+def logits_of(backbone, fast, x, n_stats=None):
+    """Logits of ``x`` under fast weights; BatchNorm statistics from ``x[:n_stats]``."""
+    features = backbone.forward(fast[:-2], x, n_stats=n_stats)
+    return tf.matmul(features, fast[-2]) + fast[-1]
+
+
+def per_sample_losses(backbone, fast, x, y):
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits_of(backbone, fast, x))
+
+
+def init_fast_weights(backbone, params: Sequence, support_x, support_y, ways):
+    features = backbone.forward(list(params), support_x)
+    w, b = prototype_head(features, support_y, ways)
+    return list(params) + [w, b]
+
+
+def adapt(backbone, params: Sequence, support_x, support_y, ways, *, steps: int,
+          update: UpdateRule, first_order: bool = False):
+    """Adapt ``params`` (backbone tensors) to the support set.
+
+    Returns ``(fast, scales)``: the adapted backbone + head tensors and a
+    ``(steps, num_tensors)`` tensor of the gradient-norm scales applied.
+    """
+    needs_sample_grads = getattr(update, "needs_sample_grads", False)
+    fast = init_fast_weights(backbone, params, support_x, support_y, ways)
+    all_scales = []
+    for step in range(steps):
+        with tf.GradientTape(persistent=needs_sample_grads) as tape:
+            tape.watch(fast)
+            losses = per_sample_losses(backbone, fast, support_x, support_y)
+            loss = tf.reduce_mean(losses)
+        grads = tape.gradient(loss, fast)
+        if first_order:
+            grads = [tf.stop_gradient(g) for g in grads]
+        sample_grads = None
+        if needs_sample_grads:
+            def sample_grads(tape=tape, losses=losses, fast=fast):
+                return tape.jacobian(losses, fast, experimental_use_pfor=True)
+        fast, scales = update(step=step, params=fast, grads=grads, losses=losses,
+                              sample_grads=sample_grads)
+        all_scales.append(scales)
+        del tape
+    return fast, tf.stack(all_scales)
+
+
+def query_logits(backbone, fast, support_x, query_x):
+    """Query logits with BatchNorm statistics of the support set (one forward pass)."""
+    n_support = tf.shape(support_x)[0]
+    x = tf.concat([support_x, query_x], axis=0)
+    return logits_of(backbone, fast, x, n_stats=n_support)[n_support:]
+
+
+def sgd_update(inner_lr: float) -> UpdateRule:
+    """MAML's inner step: ``theta <- theta - inner_lr * g``."""
+
+    def update(*, step, params, grads, losses, sample_grads):
+        del step, losses, sample_grads
+        new = [p - inner_lr * g for p, g in zip(params, grads, strict=True)]
+        return new, tf.ones([len(params)], dtype=params[0].dtype)
+
+    return update

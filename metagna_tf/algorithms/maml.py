@@ -1,0 +1,157 @@
+"""The outer loop: ``MetaLearner``, a ``keras.Model`` trained with ``fit()``.
+
+Each batch is a meta-batch of episodes (dict of ``support_x``, ``support_y``,
+``query_x``, ``query_y`` with a leading task axis). ``train_step`` adapts to
+every task with the configured inner rule, differentiates the query loss with
+respect to the initialization (and the Arbiter) through the inner loop,
+averages over tasks and applies Adam::
+
+    theta' = adapt(theta, support)                       # inner loop, see inner_loop.py
+    theta <- theta - Adam(mean_tasks d L_query(theta') / d theta)
+
+References: Finn, Abbeel, Levine. "Model-Agnostic Meta-Learning for Fast
+Adaptation of Deep Networks". ICML 2017. Triantafillou et al. "Meta-Dataset"
+(ICLR 2020) for the Proto-MAML head.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from metagna_tf.algorithms import make_update_rule
+from metagna_tf.algorithms.inner_loop import adapt, query_logits
+from metagna_tf.arbiter import Arbiter
+from metagna_tf.config import Config
+from metagna_tf.models import build_backbone
+
+EPISODE_KEYS = ("support_x", "support_y", "query_x", "query_y")
+
+
+def resolve_jit(config: Config) -> bool:
+    """``auto``: off on CPU (measured slower, ~50 s compile); on for GPUs unless max-pooling,
+    whose XLA second derivative is inexact. ``on`` with max-pool second order is refused."""
+    if config.jit == "on":
+        if config.downsample == "maxpool" and config.algorithm != "fomaml":
+            raise ValueError("--jit on: XLA's second derivative of max-pooling is inexact "
+                             "(bf16 comparison in MaxPoolGradGrad); use --jit off or a "
+                             "stride/avgpool backbone")
+        return True
+    if config.jit == "off":
+        return False
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    return has_gpu and config.downsample != "maxpool"
+
+
+@keras.saving.register_keras_serializable(package="metagna_tf")
+class MetaLearner(keras.Model):
+    """Meta-learned Conv-4 initialization (+ Arbiter for Meta-GNA)."""
+
+    def __init__(self, config: Config | dict, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config if isinstance(config, Config) else Config.from_dict(config)
+        config = self.config
+        self.backbone = build_backbone(config)
+        self.tensor_names = self.backbone.param_names + ["head_kernel", "head_bias"]
+        self.arbiter = None
+        if config.algorithm == "metagna":
+            self.arbiter = Arbiter(len(self.tensor_names), num_steps=config.inner_steps,
+                                   hidden=config.arbiter_hidden, embed_dim=config.arbiter_embed,
+                                   a_min=config.arbiter_a_min, a_max=config.arbiter_a_max,
+                                   dtype=config.dtype, name="arbiter")
+        self.update_rule = make_update_rule(config, self.arbiter)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
+        self.scale_trackers = []
+        if self.arbiter is not None:
+            self.scale_trackers = [keras.metrics.Mean(name=f"arbiter_{n}")
+                                   for n in self.tensor_names]
+        self.built = True
+
+    # ---- one task -------------------------------------------------------------------
+    def adapt(self, support_x, support_y, steps: int, first_order: bool = False):
+        """Fast weights (backbone + head) adapted to one support set, and the scales used."""
+        support_x = tf.cast(support_x, self.config.dtype)
+        ways = tf.reduce_max(support_y) + 1
+        params = [tf.convert_to_tensor(p.value) for p in self.backbone.params]
+        return adapt(self.backbone, params, support_x, support_y, ways, steps=steps,
+                     update=self.update_rule, first_order=first_order)
+
+    def task_outputs(self, support_x, support_y, query_x, query_y, steps: int,
+                     first_order: bool = False):
+        """Query loss, query accuracy and mean scale per tensor for one episode."""
+        fast, scales = self.adapt(support_x, support_y, steps, first_order)
+        logits = query_logits(self.backbone, fast, tf.cast(support_x, self.config.dtype),
+                              tf.cast(query_x, self.config.dtype))
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=query_y, logits=logits))
+        correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=query_y.dtype), query_y),
+                          loss.dtype)
+        return loss, tf.reduce_mean(correct), tf.reduce_mean(scales, axis=0)
+
+    def meta_gradients(self, support_x, support_y, query_x, query_y):
+        """Mean query loss, accuracy, scales and meta-gradients over a meta-batch."""
+        config = self.config
+        variables = self.trainable_variables
+        dtype = config.dtype
+        num_tasks = tf.shape(support_x)[0]
+
+        def body(i, grads, loss_sum, acc_sum, scale_sum):
+            with tf.GradientTape() as tape:
+                loss, acc, scales = self.task_outputs(
+                    support_x[i], support_y[i], query_x[i], query_y[i],
+                    steps=config.inner_steps, first_order=config.first_order)
+            task_grads = tape.gradient(loss, variables)
+            grads = [a + (tf.zeros_like(a) if g is None else tf.convert_to_tensor(g))
+                     for a, g in zip(grads, task_grads, strict=True)]
+            return i + 1, grads, loss_sum + loss, acc_sum + acc, scale_sum + scales
+
+        zeros = [tf.zeros(v.shape, dtype=v.dtype) for v in variables]
+        _, grads, loss_sum, acc_sum, scale_sum = tf.while_loop(
+            lambda i, *_: i < num_tasks, body,
+            [tf.constant(0), zeros, tf.zeros([], dtype), tf.zeros([], dtype),
+             tf.zeros([len(self.tensor_names)], dtype)])
+        n = tf.cast(num_tasks, dtype)
+        return loss_sum / n, acc_sum / n, scale_sum / n, [g / tf.cast(n, g.dtype) for g in grads]
+
+    # ---- keras hooks ----------------------------------------------------------------
+    def train_step(self, data):
+        loss, acc, scales, grads = self.meta_gradients(*(data[k] for k in EPISODE_KEYS))
+        self.optimizer.apply(grads, self.trainable_variables)
+        return self._update_metrics(loss, acc, scales)
+
+    def episode_metrics(self, data, steps: int):
+        """Per-episode (query loss, query accuracy, scales) of a meta-batch, no meta-update."""
+        def one(episode):
+            return self.task_outputs(*episode, steps=steps)
+
+        dtype = self.config.dtype
+        return tf.map_fn(one, tuple(data[k] for k in EPISODE_KEYS),
+                         fn_output_signature=(tf.TensorSpec([], dtype), tf.TensorSpec([], dtype),
+                                              tf.TensorSpec([len(self.tensor_names)], dtype)))
+
+    def test_step(self, data):
+        losses, accs, scales = self.episode_metrics(data, self.config.inner_steps_test)
+        return self._update_metrics(tf.reduce_mean(losses), tf.reduce_mean(accs),
+                                    tf.reduce_mean(scales, axis=0), count=tf.shape(losses)[0])
+
+    def _update_metrics(self, loss, acc, scales, count=1):
+        self.loss_tracker.update_state(loss, sample_weight=count)
+        self.accuracy_tracker.update_state(acc, sample_weight=count)
+        for i, tracker in enumerate(self.scale_trackers):
+            tracker.update_state(scales[i], sample_weight=count)
+        return {m.name: m.result() for m in self.metrics}
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.accuracy_tracker, *self.scale_trackers]
+
+    def call(self, inputs):
+        """Query logits of one episode: ``{"support_x", "support_y", "query_x"}``."""
+        fast, _ = self.adapt(inputs["support_x"], inputs["support_y"],
+                             self.config.inner_steps_test)
+        return query_logits(self.backbone, fast, tf.cast(inputs["support_x"], self.config.dtype),
+                            tf.cast(inputs["query_x"], self.config.dtype))
+
+    def get_config(self):
+        return {**super().get_config(), "config": self.config.to_dict()}

@@ -1,0 +1,142 @@
+"""Typed run configuration: one frozen dataclass, named presets, JSON round trip.
+
+The full config is written to ``<workdir>/config.json`` and into every
+checkpoint, so a workdir alone is enough to evaluate, predict or export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+ALGORITHMS = ("maml", "fomaml", "metagna", "gna_normalize_only")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    # data
+    dataset: str = "omniglot"
+    ways: int = 5
+    shots: int = 1
+    queries: int = 1
+    image_size: int = 28
+    channels: int = 1
+    train_split: str = "train"
+    rotations: bool = True  # Omniglot: 90/180/270-degree rotations as new training classes
+    # model
+    backbone: str = "conv4"
+    filters: int = 64
+    downsample: str = "stride"  # stride | maxpool | avgpool
+    activation: str = "relu"  # relu | softplus (softplus: smooth, for finite differences)
+    feature_reduce: str = "mean"  # mean (spatial average) | flatten
+    bn_eps: float = 1e-3
+    dtype: str = "float32"
+    # algorithm
+    algorithm: str = "metagna"
+    inner_steps: int = 1
+    inner_steps_test: int = 3
+    inner_lr: float = 0.4
+    gna_direction: str = "mean"  # mean | sample (experimental, ~n backward passes)
+    arbiter_hidden: int = 32
+    arbiter_embed: int = 4
+    arbiter_a_min: float = 0.01
+    arbiter_a_max: float = 100.0
+    # outer loop
+    meta_batch_size: int = 32
+    meta_lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant | cosine
+    iterations: int = 2000
+    checkpoint_every: int = 100
+    val_episodes: int = 100
+    seed: int = 0
+    jit: str = "auto"  # auto | on | off
+
+    def __post_init__(self) -> None:
+        checks = {
+            "algorithm": (self.algorithm in ALGORITHMS, f"one of {ALGORITHMS}"),
+            "downsample": (self.downsample in ("stride", "maxpool", "avgpool"),
+                           "stride, maxpool or avgpool"),
+            "activation": (self.activation in ("relu", "softplus"), "relu or softplus"),
+            "feature_reduce": (self.feature_reduce in ("mean", "flatten"), "mean or flatten"),
+            "dtype": (self.dtype in ("float32", "float64"), "float32 or float64"),
+            "gna_direction": (self.gna_direction in ("mean", "sample"), "mean or sample"),
+            "lr_schedule": (self.lr_schedule in ("constant", "cosine"), "constant or cosine"),
+            "jit": (self.jit in ("auto", "on", "off"), "auto, on or off"),
+            "ways": (self.ways >= 2, "at least 2"),
+            "shots": (self.shots >= 1, "at least 1"),
+            "queries": (self.queries >= 1, "at least 1"),
+            "image_size": (self.image_size >= 8, "at least 8"),
+            "channels": (self.channels in (1, 3), "1 or 3"),
+            "meta_batch_size": (self.meta_batch_size >= 1, "at least 1"),
+            "inner_steps": (self.inner_steps >= 1, "at least 1"),
+            "inner_steps_test": (self.inner_steps_test >= 1, "at least 1"),
+            "inner_lr": (self.inner_lr > 0, "positive"),
+            "meta_lr": (self.meta_lr > 0, "positive"),
+            "iterations": (self.iterations >= 1, "at least 1"),
+            "checkpoint_every": (self.checkpoint_every >= 1, "at least 1"),
+            "val_episodes": (self.val_episodes >= 0, "non-negative"),
+            "arbiter_a_min": (0 < self.arbiter_a_min <= 1 <= self.arbiter_a_max,
+                              "0 < arbiter_a_min <= 1 <= arbiter_a_max"),
+        }
+        for name, (ok, expected) in checks.items():
+            if not ok:
+                raise ValueError(f"config: {name}={getattr(self, name)!r} is invalid: expected {expected}")
+
+    @property
+    def first_order(self) -> bool:
+        return self.algorithm == "fomaml"
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> Config:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown config key(s) {unknown}; known keys: {sorted(known)}")
+        return cls(**values)
+
+
+_OMNIGLOT = dict(dataset="omniglot", image_size=28, channels=1, filters=64, downsample="stride",
+                 feature_reduce="mean", inner_lr=0.4, inner_steps=1, inner_steps_test=3,
+                 meta_batch_size=32, rotations=True)
+_MINI = dict(dataset="mini_imagenet", image_size=84, channels=3, filters=32, downsample="maxpool",
+             feature_reduce="flatten", inner_lr=0.01, inner_steps=5, inner_steps_test=10,
+             meta_batch_size=4, rotations=False, queries=15, iterations=60000,
+             checkpoint_every=500)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "omniglot_5w1s": {**_OMNIGLOT, "ways": 5, "shots": 1, "queries": 1},
+    "omniglot_20w1s": {**_OMNIGLOT, "ways": 20, "shots": 1, "queries": 1, "inner_lr": 0.1,
+                       "meta_batch_size": 16, "inner_steps": 5},
+    "mini_imagenet_5w1s": {**_MINI, "ways": 5, "shots": 1},
+    "mini_imagenet_5w5s": {**_MINI, "ways": 5, "shots": 5, "meta_batch_size": 2},
+}
+
+
+def load_config(name_or_path: str | None) -> Config:
+    """A named preset, a JSON file of Config keys, or the defaults when None."""
+    if name_or_path is None:
+        return Config()
+    if name_or_path in PRESETS:
+        return Config.from_dict(PRESETS[name_or_path], source=f"preset {name_or_path}")
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ValueError(f"--config {name_or_path!r} is neither a preset ({sorted(PRESETS)}) "
+                         "nor an existing JSON file")
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--config {path}: not valid JSON ({err})") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of config keys")
+    return Config.from_dict(values, source=str(path))

@@ -1,0 +1,167 @@
+"""Omniglot from the official zips or their extracted folders (or TFDS).
+
+Reads ``images_background*.zip`` / ``images_evaluation.zip`` (or folders of
+the same names) laid out as ``<set>/<Alphabet>/<characterNN>/<drawer>.png``.
+A class is a character ``Alphabet/characterNN``; a character present in two
+sets (Greek and Latin are in both minimal sets) is counted once.
+
+Class splits (deterministic, documented in docs/method.md):
+
+* ``images_evaluation`` present: test = evaluation characters; val = every
+  10th background character of each alphabet (sorted, positions 9, 19, ...);
+  train = the other background characters.
+* minimal sets only: the committed file ``splits/omniglot_minimal.json``
+  (made by ``tools/make_omniglot_split.py``: ~70/10/20 by character,
+  stratified by alphabet).
+
+Images become ``image_size`` squares with strokes as 1 on 0; training
+classes get 90/180/270-degree rotations as new classes when ``rotations``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zipfile
+from collections import defaultdict
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from metagna_tf.data.episodes import ClassPool
+from metagna_tf.data.images import decode_image, is_image_file
+
+log = logging.getLogger(__name__)
+
+INVERT = True  # black strokes on white -> strokes as 1 on 0
+SETS = ("images_background", "images_background_small1", "images_background_small2",
+        "images_evaluation")
+HELP = ("get the official zips (images_background.zip and images_evaluation.zip, or the "
+        "minimal images_background_small1/2.zip) from github.com/brendenlake/omniglot "
+        "(python/ folder) into a folder and pass --data-dir or set METAGNA_DATA_DIR")
+
+
+def _members(data_dir: Path):
+    """Yield (set name, character key, file source, read function) for every image."""
+    for name in SETS:
+        archive = data_dir / f"{name}.zip"
+        folder = data_dir / name
+        if archive.is_file():
+            try:
+                zf = zipfile.ZipFile(archive)
+            except zipfile.BadZipFile as err:
+                raise ValueError(f"{archive}: not a valid zip file ({err})") from err
+            for info in zf.infolist():
+                parts = info.filename.rstrip("/").split("/")
+                if info.is_dir() or len(parts) < 3 or not is_image_file(parts[-1]):
+                    continue
+                key = f"{parts[-3]}/{parts[-2]}"
+                yield name, key, f"{archive}:{info.filename}", (lambda zf=zf, i=info: zf.read(i))
+        elif folder.is_dir():
+            for path in sorted(folder.glob("*/*/*")):
+                if path.is_file() and is_image_file(path):
+                    key = f"{path.parent.parent.name}/{path.parent.name}"
+                    yield name, key, str(path), path.read_bytes
+
+
+def find_sets(data_dir: Path) -> list[str]:
+    return [n for n in SETS if (data_dir / f"{n}.zip").is_file() or (data_dir / n).is_dir()]
+
+
+def read_characters(data_dir: Path, image_size: int):
+    """{set name: {character key: uint8 (n, s, s, 1)}} with duplicates across sets dropped."""
+    found = find_sets(data_dir)
+    if not found:
+        raise FileNotFoundError(f"omniglot: no {', '.join(s + '.zip' for s in SETS)} nor "
+                                f"such folders in {data_dir}; {HELP}")
+    images: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    owner: dict[str, str] = {}
+    for set_name, key, source, read in _members(data_dir):
+        if owner.setdefault(key, set_name) != set_name:
+            continue  # same character (same drawings) already read from another set
+        images[set_name][key].append(
+            decode_image(read(), source, image_size, channels=1, invert=INVERT))
+    return {s: {k: np.stack(v) for k, v in sorted(chars.items())} for s, chars in images.items()}
+
+
+def split_file() -> dict[str, list[str]]:
+    text = resources.files("metagna_tf.data").joinpath("splits/omniglot_minimal.json").read_text()
+    return json.loads(text)
+
+
+def every_tenth_val(keys: list[str]) -> tuple[list[str], list[str]]:
+    """Background characters -> (train, val): val is every 10th character of each alphabet."""
+    by_alphabet = defaultdict(list)
+    for key in sorted(keys):
+        by_alphabet[key.split("/")[0]].append(key)
+    train, val = [], []
+    for chars in by_alphabet.values():
+        for i, key in enumerate(chars):
+            (val if i % 10 == 9 else train).append(key)
+    return train, val
+
+
+def split_characters(by_set: dict[str, dict[str, np.ndarray]], split: str) -> dict[str, np.ndarray]:
+    if split not in ("train", "val", "test", "all"):
+        raise ValueError(f"omniglot: unknown split {split!r}; expected train, val, test or all")
+    everything = {k: v for chars in by_set.values() for k, v in chars.items()}
+    if split == "all":
+        return everything
+    if "images_evaluation" in by_set:
+        if split == "test":
+            return dict(by_set["images_evaluation"])
+        background = {k: v for s, chars in by_set.items() if s != "images_evaluation"
+                      for k, v in chars.items()}
+        train, val = every_tenth_val(list(background))
+        return {k: background[k] for k in (train if split == "train" else val)}
+    keys = split_file()[split]
+    missing = [k for k in keys if k not in everything]
+    if missing:
+        log.warning("omniglot: %d character(s) of the committed %s split are not in the data "
+                    "(e.g. %s); using the %d present", len(missing), split, missing[0],
+                    len(keys) - len(missing))
+    return {k: everything[k] for k in keys if k in everything}
+
+
+def _tfds_characters(image_size: int) -> dict[str, dict[str, np.ndarray]]:
+    import tensorflow_datasets as tfds
+    from PIL import Image
+
+    from metagna_tf.data.images import to_model_array
+
+    out: dict[str, dict[str, list]] = {"images_background": defaultdict(list),
+                                        "images_evaluation": defaultdict(list)}
+    for tfds_split, set_name in (("train", "images_background"), ("test", "images_evaluation")):
+        try:
+            ds = tfds.load("omniglot", split=tfds_split)
+        except Exception as err:  # noqa: BLE001 - offline, no manual data, broken cache...
+            raise FileNotFoundError(f"omniglot: no --data-dir or METAGNA_DATA_DIR given and "
+                                    f"TFDS could not provide 'omniglot' ({err}); {HELP}") from err
+        for ex in tfds.as_numpy(ds):
+            key = f"{int(ex['alphabet'])}/{int(ex['label'])}"
+            img = Image.fromarray(ex["image"])
+            out[set_name][key].append(to_model_array(img, image_size, 1, invert=INVERT))
+    return {s: {k: np.stack(v) for k, v in sorted(c.items())} for s, c in out.items()}
+
+
+def load(data_dir: Path | None, split: str, *, image_size: int = 28, channels: int = 1,
+         rotations: bool = False) -> ClassPool:
+    if channels != 1:
+        raise ValueError(f"omniglot: images are greyscale, so channels must be 1 (got {channels})")
+    by_set = read_characters(data_dir, image_size) if data_dir else _tfds_characters(image_size)
+    chars = split_characters(by_set, split)
+    if not chars:
+        raise ValueError(f"omniglot: split {split!r} has no characters in {data_dir}")
+    images, indices, names = [], [], []
+    turns = (0, 1, 2, 3) if rotations else (0,)
+    start = 0
+    for key, arr in chars.items():
+        for k in turns:
+            images.append(np.rot90(arr, k, axes=(1, 2)) if k else arr)
+            indices.append(np.arange(start, start + len(arr)))
+            names.append(key if k == 0 else f"{key}@rot{90 * k}")
+            start += len(arr)
+    log.info("omniglot %s: %d characters, %d classes, %d images", split, len(chars), len(names),
+             start)
+    return ClassPool(np.concatenate(images), indices, names)
