@@ -120,6 +120,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                        "meta_batch_size": 16, "inner_steps": 5},
     "mini_imagenet_5w1s": {**_MINI, "ways": 5, "shots": 1},
     "mini_imagenet_5w5s": {**_MINI, "ways": 5, "shots": 5, "meta_batch_size": 2},
+    "mini_imagenet_to_cub_5w5s": {**_MINI, "ways": 5, "shots": 5, "meta_batch_size": 2,
+                                  "train_split": "all"},
 }
 
 
@@ -140,3 +142,12 @@ def load_config(name_or_path: str | None) -> Config:
     if not isinstance(values, dict):
         raise ValueError(f"--config {path}: expected a JSON object of config keys")
     return Config.from_dict(values, source=str(path))
+
+
+def default_config(dataset: str) -> Config:
+    """The config used when no --config is given: the dataset's 5-way 1-shot preset."""
+    preset = {"omniglot": "omniglot_5w1s", "mini_imagenet": "mini_imagenet_5w1s",
+              "cub": "mini_imagenet_5w1s", "folder": "mini_imagenet_5w1s"}.get(dataset)
+    if preset is None:
+        return Config(dataset=dataset)
+    return Config.from_dict({**PRESETS[preset], "dataset": dataset}, source=f"preset {preset}")

@@ -37,6 +37,13 @@ def normalize(v, eps: float = EPS):
     return v * inv, sq * inv
 
 
+def sample_unit_vectors(sample_grads, eps: float = EPS):
+    """Each row of ``[n, *shape]`` per-sample gradients scaled to unit norm."""
+    axes = list(range(1, len(sample_grads.shape)))
+    sq = tf.reduce_sum(tf.square(sample_grads), axis=axes, keepdims=True)
+    return sample_grads * tf.math.rsqrt(tf.maximum(sq, eps * eps))
+
+
 def safe_log(x):
     return tf.math.log(tf.maximum(x, EPS))
 
@@ -78,19 +85,23 @@ class GNAUpdate:
         self.direction = direction
         self.needs_sample_grads = arbiter is not None or direction == "sample"
 
+    def features(self, *, step, params, norms, losses, sample_grads):
+        """The Arbiter's input at this step (a hook: tests freeze it for finite differences)."""
+        del step
+        sample_norms = per_sample_norms([tf.stop_gradient(g) for g in sample_grads])
+        return arbiter_features(params, tf.stack(norms), losses, sample_norms)
+
     def __call__(self, *, step, params, grads, losses, sample_grads):
         units, norms = zip(*(normalize(g) for g in grads), strict=True)
-        per_sample = sample_grads() if self.needs_sample_grads else None
         if self.direction == "sample":
             # every support sample an equal vote; second order flows through g_i
-            units = [normalize(tf.reduce_mean(tf.vectorized_map(lambda v: normalize(v)[0], g_i),
-                                              axis=0))[0]
-                     for g_i in per_sample]
+            units = [normalize(tf.reduce_mean(sample_unit_vectors(g_i), axis=0))[0]
+                     for g_i in sample_grads]
         if self.arbiter is None:
             new = [p - self.inner_lr * d for p, d in zip(params, units, strict=True)]
             return new, tf.ones([len(params)], dtype=params[0].dtype)
-        sample_norms = per_sample_norms([tf.stop_gradient(g) for g in per_sample])
-        features = arbiter_features(params, tf.stack(norms), losses, sample_norms)
+        features = self.features(step=step, params=params, norms=norms, losses=losses,
+                                 sample_grads=sample_grads)
         scales = tf.cast(self.arbiter(features, step=step), params[0].dtype)
         new = [p - self.inner_lr * scales[i] * norms[i] * units[i]
                for i, p in enumerate(params)]

@@ -13,10 +13,9 @@ from collections.abc import Callable, Sequence
 import tensorflow as tf
 
 # An update rule: (step, params, grads, losses, sample_grads) -> (new params, scales).
-# ``sample_grads`` is a zero-argument callable giving per-sample gradients (a list of
-# [n, *shape] tensors), or None unless the rule has ``needs_sample_grads = True``
-# (they come from the same forward pass, so share its BatchNorm statistics); ``scales`` is a
-# vector with one gradient-norm scale per tensor (ones for plain SGD).
+# ``sample_grads`` are per-sample gradients (a list of [n, *shape] tensors), or None
+# unless the rule has ``needs_sample_grads = True``; ``scales`` is a vector with one
+# gradient-norm scale per tensor (ones for plain SGD).
 UpdateRule = Callable[..., tuple[list, tf.Tensor]]
 
 
@@ -48,6 +47,23 @@ def init_fast_weights(backbone, params: Sequence, support_x, support_y, ways):
     return list(params) + [w, b]
 
 
+def support_gradients(backbone, fast, x, y, per_sample: bool = False):
+    """Per-sample losses, the gradient of their mean and, if asked, per-sample gradients.
+
+    Per-sample gradients (a list of ``[n, *shape]`` tensors) are the Jacobian of the
+    per-sample loss vector from the same forward pass (same BatchNorm statistics),
+    vectorized with ``pfor`` rather than a Python loop over samples.
+    """
+    with tf.GradientTape(persistent=per_sample) as tape:
+        tape.watch(fast)
+        losses = per_sample_losses(backbone, fast, x, y)
+        loss = tf.reduce_mean(losses)
+    grads = tape.gradient(loss, fast)
+    sample_grads = tape.jacobian(losses, fast, experimental_use_pfor=True) if per_sample else None
+    del tape
+    return losses, grads, sample_grads
+
+
 def adapt(backbone, params: Sequence, support_x, support_y, ways, *, steps: int,
           update: UpdateRule, first_order: bool = False):
     """Adapt ``params`` (backbone tensors) to the support set.
@@ -55,25 +71,19 @@ def adapt(backbone, params: Sequence, support_x, support_y, ways, *, steps: int,
     Returns ``(fast, scales)``: the adapted backbone + head tensors and a
     ``(steps, num_tensors)`` tensor of the gradient-norm scales applied.
     """
-    needs_sample_grads = getattr(update, "needs_sample_grads", False)
+    per_sample = getattr(update, "needs_sample_grads", False)
     fast = init_fast_weights(backbone, params, support_x, support_y, ways)
     all_scales = []
     for step in range(steps):
-        with tf.GradientTape(persistent=needs_sample_grads) as tape:
-            tape.watch(fast)
-            losses = per_sample_losses(backbone, fast, support_x, support_y)
-            loss = tf.reduce_mean(losses)
-        grads = tape.gradient(loss, fast)
+        losses, grads, sample_grads = support_gradients(backbone, fast, support_x, support_y,
+                                                        per_sample)
         if first_order:
             grads = [tf.stop_gradient(g) for g in grads]
-        sample_grads = None
-        if needs_sample_grads:
-            def sample_grads(tape=tape, losses=losses, fast=fast):
-                return tape.jacobian(losses, fast, experimental_use_pfor=True)
+            if sample_grads is not None:
+                sample_grads = [tf.stop_gradient(g) for g in sample_grads]
         fast, scales = update(step=step, params=fast, grads=grads, losses=losses,
                               sample_grads=sample_grads)
         all_scales.append(scales)
-        del tape
     return fast, tf.stack(all_scales)
 
 

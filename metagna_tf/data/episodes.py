@@ -1,8 +1,8 @@
 """Episodes: the class pool of a split, the NumPy sampler, tf.data assembly.
 
-Sampling uses an explicit ``np.random.Generator``; the meta-batch of
-iteration ``t`` comes from ``np.random.default_rng([seed, t])`` so a resumed
-run sees exactly the episodes an uninterrupted one would have.
+Sampling uses an explicit ``np.random.Generator``; meta-batch ``t`` of a stream
+comes from ``np.random.default_rng([*stream, t])`` (training uses ``(seed, 0)``),
+so a resumed run sees exactly the episodes an uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -96,19 +96,19 @@ class EpisodeSampler:
         episodes = [self.sample(rng) for _ in range(meta_batch_size)]
         return tuple(np.stack(parts) for parts in zip(*episodes, strict=True))
 
-    def batch_for(self, seed: int, index: int, meta_batch_size: int):
-        """The meta-batch number ``index`` of the stream seeded by ``seed``."""
-        return self.sample_batch(np.random.default_rng([seed, index]), meta_batch_size)
+    def batch_for(self, stream, index: int, meta_batch_size: int):
+        """Meta-batch number ``index`` of ``stream`` (a tuple of ints, e.g. ``(seed, 0)``)."""
+        return self.sample_batch(np.random.default_rng([*stream, index]), meta_batch_size)
 
-    def dataset(self, seed: int, start: int, meta_batch_size: int, count: int | None = None,
+    def dataset(self, stream, start: int, meta_batch_size: int, count: int | None = None,
                 dtype: str = "float32") -> tf.data.Dataset:
-        """Meta-batches ``start, start+1, ...`` as dicts of float images and int labels."""
+        """Meta-batches ``start, start+1, ...`` of ``stream`` as dicts of float images and labels."""
         shape = self.pool.images.shape[1:]
         ns = self.spec.ways * self.spec.shots
         nq = self.spec.ways * self.spec.queries
 
         def draw(index):
-            return self.batch_for(seed, int(index), meta_batch_size)
+            return self.batch_for(stream, int(index), meta_batch_size)
 
         def fetch(index):
             sx, sy, qx, qy = tf.numpy_function(draw, [index],

@@ -1,0 +1,43 @@
+"""Evaluate a trained workdir: mean query accuracy and 95% CI over episodes.
+
+    python -m metagna_tf.evaluate --workdir runs/omni [--dataset omniglot] [--split test]
+        [--episodes 600] [--ways 5] [--shots 1] [--queries 1] [--inner-steps 3] [--seed 0]
+
+Prints one JSON object and writes it into the workdir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from metagna_tf.cli import run
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m metagna_tf.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--dataset", help="evaluation dataset (default: the training dataset)")
+    p.add_argument("--data-dir")
+    p.add_argument("--split", default="test")
+    p.add_argument("--episodes", type=int, default=600)
+    p.add_argument("--ways", type=int)
+    p.add_argument("--shots", type=int)
+    p.add_argument("--queries", type=int)
+    p.add_argument("--inner-steps", type=int, help="default: the config's inner_steps_test")
+    p.add_argument("--seed", type=int, default=0, help="episode seed (same for every model)")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    args = p.parse_args(argv)
+    from metagna_tf.evaluation import evaluate_workdir
+
+    result = evaluate_workdir(args.workdir, dataset=args.dataset, data_dir=args.data_dir,
+                              split=args.split, episodes=args.episodes, ways=args.ways,
+                              shots=args.shots, queries=args.queries,
+                              inner_steps=args.inner_steps, seed=args.seed,
+                              checkpoint=args.checkpoint)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,156 @@
+"""``train(config, workdir)``: meta-training with ``fit()``, checkpoints and resume.
+
+The CLI, the tests and a notebook all call this function. Rerunning it on an
+existing workdir continues from the latest checkpoint with exactly the
+episodes an uninterrupted run would have drawn (meta-batch ``t`` comes from
+``np.random.default_rng([seed, t])``); a finished run is not retrained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from metagna_tf.checkpoints import CONFIG_FILE, WorkdirCheckpoints, build_model
+from metagna_tf.config import Config
+from metagna_tf.data import EpisodeSampler, EpisodeSpec, load_pool
+
+log = logging.getLogger(__name__)
+
+TRAIN_STREAM = 0
+VAL_STREAM = 1
+METRICS_FILE = "metrics.jsonl"
+# Keys that may differ when a workdir is trained further (everything else must match).
+RESUMABLE_CHANGES = {"iterations", "checkpoint_every", "val_episodes", "jit"}
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+def check_workdir_config(workdir: Path, config: Config) -> None:
+    path = workdir / CONFIG_FILE
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    new = config.to_dict()
+    changed = {k: (old.get(k), new[k]) for k in new
+               if old.get(k) != new[k] and k not in RESUMABLE_CHANGES}
+    if changed:
+        detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+        raise ValueError(f"--workdir {workdir} holds a run with a different config ({detail}); "
+                         "use a new --workdir, or the same flags to resume")
+
+
+def make_samplers(config: Config, data_dir=None) -> tuple[EpisodeSampler, EpisodeSampler | None]:
+    spec = EpisodeSpec(config.ways, config.shots, config.queries)
+    train_pool = load_pool(config.dataset, config.train_split, config, data_dir)
+    train = EpisodeSampler(train_pool, spec, source=f"{config.dataset} {config.train_split}")
+    val = None
+    if config.val_episodes:
+        val_pool = load_pool(config.dataset, "val", config, data_dir)
+        val = EpisodeSampler(val_pool, spec, source=f"{config.dataset} val")
+    return train, val
+
+
+class _Bookkeeping(keras.callbacks.Callback):
+    """Stops at ``iterations``, refuses non-finite losses, checkpoints and logs each interval."""
+
+    def __init__(self, ckpts: WorkdirCheckpoints, total: int, metrics_path: Path):
+        super().__init__()
+        self.ckpts = ckpts
+        self.total = total
+        self.metrics_path = metrics_path
+        self.non_finite_at = None
+        self.started = time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            self.non_finite_at = self.ckpts.iteration
+            self.model.stop_training = True
+        elif self.ckpts.iteration >= self.total:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.non_finite_at is not None:
+            return  # never overwrite the last good checkpoint
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        row = {"iteration": self.ckpts.iteration,
+               "elapsed_s": round(time.time() - self.started, 2), **logs}
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.ckpts.save(logs.get("val_accuracy"))
+
+
+def _truncate_metrics(path: Path, iteration: int) -> None:
+    """Drop rows written after the checkpoint we resume from."""
+    if not path.is_file():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [r for r in rows if json.loads(r)["iteration"] <= iteration]
+    path.write_text("".join(r + "\n" for r in kept))
+
+
+def read_metrics(workdir: str | Path) -> list[dict]:
+    path = Path(workdir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def train(config: Config, workdir: str | Path, data_dir=None, verbose="auto") -> dict:
+    """Meta-train into ``workdir`` (resuming if it holds a run); returns the last metrics row."""
+    workdir = Path(workdir)
+    check_workdir_config(workdir, config)
+    train_sampler, val_sampler = make_samplers(config, data_dir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / CONFIG_FILE).write_text(config.to_json() + "\n")
+
+    model = build_model(config)
+    ckpts = WorkdirCheckpoints(workdir, model)
+    start = ckpts.restore_latest()
+    metrics_path = workdir / METRICS_FILE
+    _truncate_metrics(metrics_path, start)
+    if start >= config.iterations:
+        log.info("%s: already trained for %d iterations (asked %d); nothing to do",
+                 workdir, start, config.iterations)
+        rows = read_metrics(workdir)
+        return rows[-1] if rows else {"iteration": start}
+    if start:
+        log.info("%s: resuming from iteration %d", workdir, start)
+
+    dtype = config.dtype
+    train_ds = train_sampler.dataset((config.seed, TRAIN_STREAM), start, config.meta_batch_size,
+                                     dtype=dtype)
+    val_ds = None
+    if val_sampler is not None:
+        batches = math.ceil(config.val_episodes / config.meta_batch_size)
+        val_ds = val_sampler.dataset((config.seed, VAL_STREAM), 0, config.meta_batch_size,
+                                     count=batches, dtype=dtype).cache()
+    every = config.checkpoint_every
+    bookkeeping = _Bookkeeping(ckpts, config.iterations, metrics_path)
+    callbacks = [bookkeeping,
+                 keras.callbacks.TensorBoard(log_dir=str(workdir / "tensorboard"))]
+    model.fit(train_ds, validation_data=val_ds, steps_per_epoch=every,
+              epochs=math.ceil(config.iterations / every), initial_epoch=start // every,
+              callbacks=callbacks, verbose=verbose, shuffle=False)
+    if bookkeeping.non_finite_at is not None:
+        kept = ckpts.latest.latest_checkpoint or "none yet"
+        raise NonFiniteLossError(
+            f"non-finite meta-loss at iteration {bookkeeping.non_finite_at}: training stopped; "
+            f"the last good checkpoint ({kept}) is kept. Lower --meta-lr or --inner-lr.")
+    rows = read_metrics(workdir)
+    return rows[-1] if rows else {"iteration": ckpts.iteration}
+
+
+def set_global_determinism(seed: int) -> None:
+    """Seeds Keras/TF/NumPy's global generators (weight init); episodes use explicit rngs."""
+    keras.utils.set_random_seed(seed)
+    np.random.seed(seed)

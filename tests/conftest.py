@@ -1,0 +1,53 @@
+"""Shared fixtures: the Omniglot data (via METAGNA_DATA_DIR), tiny configs, quiet TF."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from metagna_tf.config import Config  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
+
+
+@pytest.fixture(scope="session")
+def omniglot_dir() -> Path:
+    """The official Omniglot zips: $METAGNA_DATA_DIR, else ../shared/data/omniglot."""
+    value = os.environ.get("METAGNA_DATA_DIR")
+    path = Path(value) if value else SHARED_OMNIGLOT
+    if not (path / "images_background_small1.zip").is_file():
+        pytest.fail(f"Omniglot zips not found in {path}: set METAGNA_DATA_DIR to the folder "
+                    "holding images_background_small1.zip (CI sets ../shared/data/omniglot)")
+    return path
+
+
+def tiny_config(**changes) -> Config:
+    """A small, smooth float64 configuration of the real code (for exact gradient checks)."""
+    base = dict(dtype="float64", activation="softplus", downsample="avgpool", image_size=16,
+                filters=4, channels=1, feature_reduce="mean", ways=2, shots=2, queries=2,
+                inner_steps=2, inner_steps_test=2, inner_lr=0.3, meta_batch_size=1,
+                arbiter_hidden=8, rotations=False)
+    base.update(changes)
+    return Config(**base)
+
+
+def random_episode(config: Config, seed: int = 0, tasks: int = 1) -> dict:
+    """A batch of random episodes shaped by ``config`` (float images in [0, 1])."""
+    rng = np.random.default_rng(seed)
+    s, c = config.image_size, config.channels
+    ns, nq = config.ways * config.shots, config.ways * config.queries
+    dtype = np.dtype(config.dtype)
+    return {
+        "support_x": rng.random((tasks, ns, s, s, c)).astype(dtype),
+        "support_y": np.stack([rng.permutation(np.repeat(np.arange(config.ways), config.shots))
+                               for _ in range(tasks)]).astype(np.int32),
+        "query_x": rng.random((tasks, nq, s, s, c)).astype(dtype),
+        "query_y": np.stack([rng.permutation(np.repeat(np.arange(config.ways), config.queries))
+                             for _ in range(tasks)]).astype(np.int32),
+    }
