@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from metagna_tf.checkpoints import CONFIG_FILE, WorkdirCheckpoints, build_model
 from metagna_tf.config import Config
@@ -152,5 +151,5 @@ def train(config: Config, workdir: str | Path, data_dir=None, verbose="auto") ->
 
 def set_global_determinism(seed: int) -> None:
     """Seeds Keras/TF/NumPy's global generators (weight init); episodes use explicit rngs."""
-    keras.utils.set_random_seed(seed)
-    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)  # also seeds Python and NumPy
+

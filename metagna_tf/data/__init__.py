@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from metagna_tf.data import omniglot
+from metagna_tf.data import cub, folder, mini_imagenet, omniglot
 from metagna_tf.data.episodes import ClassPool, EpisodeSampler, EpisodeSpec
 
-SOURCES = {"omniglot": omniglot}
+SOURCES = {"omniglot": omniglot, "mini_imagenet": mini_imagenet, "cub": cub, "folder": folder}
 ENV_VAR = "METAGNA_DATA_DIR"
 
 __all__ = ["ClassPool", "EpisodeSampler", "EpisodeSpec", "SOURCES", "load_pool", "resolve_data_dir",

@@ -1,0 +1,59 @@
+"""Keras object contract of the Conv-4 backbone and the Arbiter."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from metagna_tf.arbiter import NUM_FEATURES, Arbiter
+from metagna_tf.models.conv4 import Conv4
+
+
+def test_conv4_serialization_round_trip():
+    layer = Conv4(channels=3, filters=8, downsample="maxpool", feature_reduce="flatten")
+    clone = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert clone.get_config() == layer.get_config()
+    clone.set_weights(layer.get_weights())
+    x = np.random.default_rng(0).random((2, 84, 84, 3)).astype("float32")
+    np.testing.assert_allclose(clone(x), layer(x), rtol=1e-6)
+    assert layer(x).shape == (2, layer.feature_dim(84)) == (2, 8 * 5 * 5)
+
+
+def test_conv4_stride_shapes():
+    layer = Conv4(channels=1, filters=64)
+    assert layer(np.zeros((3, 28, 28, 1), "float32")).shape == (3, 64)
+    assert len(layer.params) == 12 and layer.param_names[0] == "conv1_kernel"
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"channels": 2}, "channels"), ({"filters": 0}, "filters"),
+    ({"downsample": "pool"}, "downsample"), ({"activation": "gelu"}, "activation"),
+    ({"feature_reduce": "max"}, "feature_reduce"), ({"bn_eps": 0}, "bn_eps")])
+def test_conv4_argument_errors_name_the_argument(kwargs, name):
+    with pytest.raises(ValueError, match=f"Conv4: {name}"):
+        Conv4(**kwargs)
+
+
+def test_arbiter_starts_neutral_and_round_trips():
+    arbiter = Arbiter(num_tensors=5, num_steps=2, hidden=8, embed_dim=3, a_min=0.1, a_max=10)
+    features = np.random.default_rng(0).standard_normal((5, NUM_FEATURES)).astype("float32")
+    np.testing.assert_array_equal(arbiter(features, step=0), np.ones(5))
+    clone = keras.layers.deserialize(keras.layers.serialize(arbiter))
+    assert clone.get_config() == arbiter.get_config()
+    for v in arbiter.output_layer.weights:
+        v.assign(np.full(v.shape, 0.5))
+    clone.set_weights(arbiter.get_weights())
+    for step in (0, 1, 7):  # steps past the trained ones reuse the last embedding
+        np.testing.assert_allclose(clone(features, step=step), arbiter(features, step=step))
+    np.testing.assert_allclose(arbiter(features, step=7), arbiter(features, step=1))
+    out = arbiter(features * 100, step=0).numpy()
+    assert np.all((out >= 0.1) & (out <= 10))
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"num_tensors": 0}, "num_tensors"), ({"num_tensors": 3, "hidden": 0}, "hidden"),
+    ({"num_tensors": 3, "a_min": 2.0}, "a_min"), ({"num_tensors": 3, "a_max": 0.5}, "a_min")])
+def test_arbiter_argument_errors_name_the_argument(kwargs, name):
+    with pytest.raises(ValueError, match=f"Arbiter: .*{name}"):
+        Arbiter(**kwargs)
