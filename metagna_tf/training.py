@@ -61,13 +61,14 @@ def make_samplers(config: Config, data_dir=None) -> tuple[EpisodeSampler, Episod
 class _Bookkeeping(keras.callbacks.Callback):
     """Stops at ``iterations``, refuses non-finite losses, checkpoints and logs each interval."""
 
-    def __init__(self, ckpts: WorkdirCheckpoints, total: int, metrics_path: Path):
+    def __init__(self, ckpts: WorkdirCheckpoints, total: int, metrics_path: Path,
+                 elapsed_before: float = 0.0):
         super().__init__()
         self.ckpts = ckpts
         self.total = total
         self.metrics_path = metrics_path
         self.non_finite_at = None
-        self.started = time.time()
+        self.started = time.time() - elapsed_before  # wall time accumulates across resumes
 
     def on_train_batch_end(self, batch, logs=None):
         loss = float((logs or {}).get("loss", 0.0))
@@ -134,7 +135,9 @@ def train(config: Config, workdir: str | Path, data_dir=None, verbose="auto") ->
         val_ds = val_sampler.dataset((config.seed, VAL_STREAM), 0, config.meta_batch_size,
                                      count=batches, dtype=dtype).cache()
     every = config.checkpoint_every
-    bookkeeping = _Bookkeeping(ckpts, config.iterations, metrics_path)
+    rows = read_metrics(workdir)
+    bookkeeping = _Bookkeeping(ckpts, config.iterations, metrics_path,
+                               elapsed_before=rows[-1]["elapsed_s"] if rows else 0.0)
     callbacks = [bookkeeping,
                  keras.callbacks.TensorBoard(log_dir=str(workdir / "tensorboard"))]
     model.fit(train_ds, validation_data=val_ds, steps_per_epoch=every,

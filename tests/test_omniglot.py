@@ -108,3 +108,27 @@ def test_missing_data_says_where_it_looked_and_how_to_get_it(tmp_path):
         omniglot.load(tmp_path, "train")
     with pytest.raises(FileNotFoundError, match=r"--data-dir=/no/such/dir: no such directory"):
         resolve_data_dir("/no/such/dir")
+
+
+def test_non_image_files_are_counted_and_named(omniglot_dir, tmp_path, caplog):
+    import logging
+
+    with zipfile.ZipFile(omniglot_dir / "images_background_small2.zip") as zf:
+        zf.extractall(tmp_path)
+    stray = tmp_path / "images_background_small2" / "Tagalog" / "character01" / "notes.txt"
+    stray.write_text("not an image")
+    with caplog.at_level(logging.WARNING):
+        by_set = omniglot.read_characters(tmp_path, 28)
+    assert len(by_set["images_background_small2"]) == 156
+    assert "skipped 1 file(s) that are not images" in caplog.text and str(stray) in caplog.text
+
+
+def test_tfds_fallback_without_a_data_dir():
+    """No --data-dir nor METAGNA_DATA_DIR: TFDS 'omniglot' (mocked offline by TFDS's own tool)."""
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=30, policy=tfds.testing.MockPolicy.USE_CODE):
+        test = omniglot.load(None, "test", image_size=20)
+        train = omniglot.load(None, "train", image_size=20, rotations=True)
+    assert test.images.shape == (30, 20, 20, 1) and test.images.dtype == np.uint8
+    assert train.num_classes % 4 == 0 and train.images.shape[0] == 4 * 30

@@ -44,6 +44,14 @@ HELP = ("get the official zips (images_background.zip and images_evaluation.zip,
 
 def _members(data_dir: Path):
     """Yield (set name, character key, file source, read function) for every image."""
+    skipped: list[str] = []
+    yield from _set_members(data_dir, skipped)
+    if skipped:
+        log.warning("omniglot: skipped %d file(s) that are not images or not at "
+                    "<set>/<Alphabet>/<character>/<image>, e.g. %s", len(skipped), skipped[0])
+
+
+def _set_members(data_dir: Path, skipped: list[str]):
     for name in SETS:
         archive = data_dir / f"{name}.zip"
         folder = data_dir / name
@@ -54,15 +62,22 @@ def _members(data_dir: Path):
                 raise ValueError(f"{archive}: not a valid zip file ({err})") from err
             for info in zf.infolist():
                 parts = info.filename.rstrip("/").split("/")
-                if info.is_dir() or len(parts) < 3 or not is_image_file(parts[-1]):
+                if info.is_dir() or parts[-1].startswith("."):
+                    continue
+                if len(parts) < 4 or not is_image_file(parts[-1]):
+                    skipped.append(f"{archive}:{info.filename}")
                     continue
                 key = f"{parts[-3]}/{parts[-2]}"
                 yield name, key, f"{archive}:{info.filename}", (lambda zf=zf, i=info: zf.read(i))
         elif folder.is_dir():
             for path in sorted(folder.glob("*/*/*")):
-                if path.is_file() and is_image_file(path):
-                    key = f"{path.parent.parent.name}/{path.parent.name}"
-                    yield name, key, str(path), path.read_bytes
+                if not path.is_file() or path.name.startswith("."):
+                    continue
+                if not is_image_file(path):
+                    skipped.append(str(path))
+                    continue
+                key = f"{path.parent.parent.name}/{path.parent.name}"
+                yield name, key, str(path), path.read_bytes
 
 
 def find_sets(data_dir: Path) -> list[str]:

@@ -1,0 +1,96 @@
+"""Median time of one meta-step, maml vs metagna side by side, and their ratio.
+
+    python tools/bench_meta_step.py [--repeats 5] [--steps 5] [--shapes omniglot_5w1s ...]
+    python tools/bench_meta_step.py --jit-compare     # also XLA vs plain graph for maml
+
+Each repeat times ``fit()`` over ``--steps`` meta-steps (after a warm-up that traces
+and runs two steps); algorithms are interleaved within every repeat so machine noise
+hits both alike. Prints medians and ratios; nothing here is a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from metagna_tf.algorithms.maml import MetaLearner  # noqa: E402
+from metagna_tf.config import PRESETS, Config  # noqa: E402
+
+SHAPES = {
+    "omniglot_5w1s": {**PRESETS["omniglot_5w1s"], "meta_batch_size": 32},
+    "omniglot_5w5s": {**PRESETS["omniglot_5w1s"], "shots": 5, "meta_batch_size": 32},
+    "mini_imagenet_5w1s": {**PRESETS["mini_imagenet_5w1s"], "meta_batch_size": 4},
+}
+
+
+def batch_dataset(config: Config, seed: int = 0) -> tf.data.Dataset:
+    rng = np.random.default_rng(seed)
+    b, s, c = config.meta_batch_size, config.image_size, config.channels
+    ns, nq = config.ways * config.shots, config.ways * config.queries
+    data = {"support_x": rng.random((b, ns, s, s, c), dtype=np.float32),
+            "support_y": np.tile(np.repeat(np.arange(config.ways), config.shots), (b, 1)).astype(np.int32),
+            "query_x": rng.random((b, nq, s, s, c), dtype=np.float32),
+            "query_y": np.tile(np.repeat(np.arange(config.ways), config.queries), (b, 1)).astype(np.int32)}
+    return tf.data.Dataset.from_tensors(data).repeat()
+
+
+def prepared(config: Config, jit: bool):
+    model = MetaLearner(config)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit)
+    ds = batch_dataset(config)
+    start = time.perf_counter()
+    model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)
+    return model, ds, time.perf_counter() - start
+
+
+def time_steps(model, ds, steps: int) -> float:
+    start = time.perf_counter()
+    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+    return (time.perf_counter() - start) / steps
+
+
+def compare(variants: dict[str, tuple[Config, bool]], repeats: int, steps: int) -> dict:
+    models = {name: prepared(cfg, jit) for name, (cfg, jit) in variants.items()}
+    times = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, (model, ds, _) in models.items():
+            times[name].append(time_steps(model, ds, steps))
+    return {name: (statistics.median(t), models[name][2]) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--jit-compare", action="store_true",
+                        help="also time maml with XLA (jit_compile=True) against plain graphs")
+    args = parser.parse_args()
+    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPU cores; "
+          f"median of {args.repeats} repeats x {args.steps} meta-steps")
+    print(f"{'shape':<20} {'maml s/step':>12} {'metagna s/step':>15} {'metagna/maml':>13}")
+    for shape in args.shapes:
+        base = Config.from_dict({**SHAPES[shape], "algorithm": "maml"})
+        result = compare({"maml": (base, False),
+                          "metagna": (base.replace(algorithm="metagna"), False)},
+                         args.repeats, args.steps)
+        (maml, _), (gna, _) = result["maml"], result["metagna"]
+        print(f"{shape:<20} {maml:>12.3f} {gna:>15.3f} {gna / maml:>12.2f}x", flush=True)
+    if args.jit_compare:
+        base = Config.from_dict({**SHAPES["omniglot_5w1s"], "algorithm": "maml"})
+        result = compare({"graph": (base, False), "xla": (base, True)}, args.repeats, args.steps)
+        (graph, graph_first), (xla, xla_first) = result["graph"], result["xla"]
+        print(f"maml omniglot_5w1s: graph {graph:.3f} s/step (first fit {graph_first:.1f} s), "
+              f"XLA {xla:.3f} s/step (first fit {xla_first:.1f} s): XLA/graph {xla / graph:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The Omniglot minimal-set results table (docs/results.md), one plain train + evaluate
+# invocation per row. Rerunning resumes unfinished runs and skips finished ones.
+#   METAGNA_DATA_DIR=../shared/data/omniglot bash tools/results_omniglot.sh [RUNS_DIR] [INNER_LR]
+set -euo pipefail
+runs=${1:-runs/results}
+lr=${2:-0.4}   # chosen once for maml on the validation split (docs/results.md)
+common=(--dataset omniglot --ways 5 --shots 1 --queries 1 --meta-batch-size 32 --inner-steps 1
+        --inner-steps-test 3 --inner-lr "$lr" --iterations 2000 --checkpoint-every 100 --verbose 2)
+for run in maml:0 fomaml:0 metagna:0 gna_normalize_only:0 maml:1 metagna:1; do
+  algorithm=${run%:*}; seed=${run#*:}
+  work="$runs/${algorithm}_seed$seed"
+  python -m metagna_tf.train --algorithm "$algorithm" --seed "$seed" --workdir "$work" "${common[@]}" \
+    >> "$work.log" 2>&1
+  python -m metagna_tf.evaluate --workdir "$work" --episodes 600 --ways 5 --inner-steps 3 >> "$work.log" 2>&1
+  python -m metagna_tf.evaluate --workdir "$work" --episodes 600 --ways 20 --inner-steps 3 >> "$work.log" 2>&1
+done
+python tools/results_table.py "$runs"
