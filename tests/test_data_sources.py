@@ -229,3 +229,15 @@ def test_registry_presets_and_episodes(tmp_path):
     cross = Config.from_dict(PRESETS["mini_imagenet_to_cub_5w5s"])
     assert (cross.dataset, cross.train_split, cross.shots, cross.meta_batch_size) == (
         "mini_imagenet", "all", 5, 2)
+
+
+def test_prepare_csv_to_pickle_cache(tmp_path):
+    raw = make_csv(tmp_path / "raw")
+    out = tmp_path / "prepared"
+    mini_imagenet.prepare(raw, out)
+    assert mini_imagenet.detect_format(out) == "pickle"
+    for split in ("train", "test"):
+        a = mini_imagenet.load(raw, split, image_size=84, channels=3)
+        b = mini_imagenet.load(out, split, image_size=84, channels=3)
+        assert a.class_names == b.class_names
+        np.testing.assert_array_equal(a.images, b.images)

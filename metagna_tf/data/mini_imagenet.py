@@ -188,3 +188,24 @@ def load(data_dir: Path | None, split: str, *, image_size: int = 84, channels: i
         return load_split(data_dir, split, fmt, image_size, channels)
     pools = [load_split(data_dir, s, fmt, image_size, channels) for s in SPLITS]
     return concat_pools(pools, SPLITS, "mini_imagenet all")
+
+
+def prepare(data_dir: Path, out_dir: Path) -> list[Path]:
+    """Write any format of ``data_dir`` as 84x84 ``mini-imagenet-cache-*.pkl`` in ``out_dir``.
+
+    The caches load in seconds (the raw-JPEG CSV format decodes ~60k images on every load).
+    """
+    import pickle
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for split in SPLITS:
+        pool = load(data_dir, split, image_size=84, channels=3)
+        class_dict = {name: idx.tolist()
+                      for name, idx in zip(pool.class_names, pool.class_indices, strict=True)}
+        path = out_dir / PICKLE_NAMES[split][0]
+        with path.open("wb") as f:
+            pickle.dump({"image_data": pool.images, "class_dict": class_dict}, f, protocol=4)
+        log.info("wrote %s: %d classes, %d images", path, pool.num_classes, len(pool.images))
+        written.append(path)
+    return written
