@@ -18,7 +18,7 @@ OVERRIDES = {
     "dataset": str, "algorithm": str, "ways": int, "shots": int, "queries": int,
     "meta_batch_size": int, "inner_steps": int, "inner_steps_test": int, "inner_lr": float,
     "meta_lr": float, "lr_schedule": str, "iterations": int, "checkpoint_every": int,
-    "val_episodes": int, "seed": int, "jit": str, "image_size": int, "filters": int,
+    "val_episodes": int, "seed": int, "jit": str, "image_size": int, "channels": int, "filters": int,
     "gna_direction": str, "dtype": str,
 }
 
