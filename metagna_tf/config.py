@@ -39,6 +39,10 @@ class Config:
     inner_steps_test: int = 3
     inner_lr: float = 0.4
     gna_direction: str = "mean"  # mean | sample (experimental, ~n backward passes)
+    # per-sample gradients for the Arbiter's features: frozen_stats (BatchNorm statistics
+    # held constant; per-layer identities, one extra backward) | jacobian (through the
+    # statistics too; a pfor Jacobian, ~n backward passes)
+    gna_sample_grads: str = "frozen_stats"
     arbiter_hidden: int = 32
     arbiter_embed: int = 4
     arbiter_a_min: float = 0.01
@@ -62,6 +66,8 @@ class Config:
             "feature_reduce": (self.feature_reduce in ("mean", "flatten"), "mean or flatten"),
             "dtype": (self.dtype in ("float32", "float64"), "float32 or float64"),
             "gna_direction": (self.gna_direction in ("mean", "sample"), "mean or sample"),
+            "gna_sample_grads": (self.gna_sample_grads in ("frozen_stats", "jacobian"),
+                                 "frozen_stats or jacobian"),
             "lr_schedule": (self.lr_schedule in ("constant", "cosine"), "constant or cosine"),
             "jit": (self.jit in ("auto", "on", "off"), "auto, on or off"),
             "ways": (self.ways >= 2, "at least 2"),

@@ -19,7 +19,7 @@ OVERRIDES = {
     "meta_batch_size": int, "inner_steps": int, "inner_steps_test": int, "inner_lr": float,
     "meta_lr": float, "lr_schedule": str, "iterations": int, "checkpoint_every": int,
     "val_episodes": int, "seed": int, "jit": str, "image_size": int, "channels": int, "filters": int,
-    "gna_direction": str, "dtype": str,
+    "gna_direction": str, "gna_sample_grads": str, "dtype": str,
 }
 
 

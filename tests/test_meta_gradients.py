@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from metagna_tf.algorithms.gna import GNAUpdate, per_sample_norms
 from metagna_tf.algorithms.inner_loop import (
+    frozen_stats_sample_norms,
     init_fast_weights,
     per_sample_losses,
     query_logits,
@@ -76,12 +77,14 @@ def directional_fd_check(model, data, seed=0, h=1e-5):
     return analytic, numeric
 
 
-@pytest.mark.parametrize("algorithm", ["maml", "metagna", "gna_normalize_only"])
+@pytest.mark.parametrize("algorithm", ["maml", "metagna", "metagna:jacobian", "gna_normalize_only"])
 def test_second_order_meta_gradient_matches_finite_differences(algorithm):
-    config = tiny_config(algorithm=algorithm)
+    config = tiny_config(algorithm=algorithm.split(":")[0],
+                         gna_sample_grads=algorithm.split(":")[-1] if ":" in algorithm
+                         else "frozen_stats")
     model = MetaLearner(config)
     data = random_episode(config, seed=3)
-    if algorithm == "metagna":
+    if config.algorithm == "metagna":
         randomize_arbiter(model)
         model.update_rule = FrozenFeatures(model.update_rule)
         meta_loss(model, data)  # record the features at the unperturbed point
@@ -139,6 +142,31 @@ def test_metagna_with_neutral_arbiter_is_maml():
     g_gna = gna.meta_gradients(*args)[3][: len(g_maml)]
     for a, b in zip(g_gna, g_maml, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("downsample", ["stride", "maxpool", "avgpool"])
+def test_frozen_stats_sample_norms_match_a_loop(downsample):
+    """Per-layer identities == a loop over the rows of the per-sample loss vector of a
+    forward pass whose BatchNorm statistics (the batch's) are held constant."""
+    config = tiny_config(downsample=downsample, shots=3)
+    model = MetaLearner(config)
+    sx, sy, _, _ = task(random_episode(config, seed=12))
+    theta = [tf.convert_to_tensor(p.value) for p in model.backbone.params]
+    fast = init_fast_weights(model.backbone, theta, sx, sy, config.ways)
+    norms = frozen_stats_sample_norms(model.backbone, fast, sx, sy).numpy()  # (tensors, n)
+    assert norms.shape == (len(model.tensor_names), int(sx.shape[0]))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(fast)
+        features = model.backbone.forward(fast[:-2], sx, freeze_stats=True)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=sy, logits=tf.matmul(features, fast[-2]) + fast[-1])
+        rows = [losses[i] for i in range(int(sx.shape[0]))]
+    for i, loss_i in enumerate(rows):
+        expected = [float(tf.norm(tf.reshape(g, [-1]))) for g in tape.gradient(loss_i, fast)]
+        np.testing.assert_allclose(norms[:, i], expected, rtol=1e-9, atol=1e-12)
+    # they differ from the gradients through the statistics (the Jacobian definition)
+    _, _, coupled = support_gradients(model.backbone, fast, sx, sy, per_sample=True)
+    assert not np.allclose(per_sample_norms(coupled).numpy(), norms, rtol=1e-3)
 
 
 def test_per_sample_gradient_norms_match_a_loop():

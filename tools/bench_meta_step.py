@@ -1,6 +1,9 @@
 """Median time of one meta-step, maml vs metagna side by side, and their ratio.
 
+metagna uses the default ``gna_sample_grads="frozen_stats"``.
+
     python tools/bench_meta_step.py [--repeats 5] [--steps 5] [--shapes omniglot_5w1s ...]
+    python tools/bench_meta_step.py --jacobian        # also metagna with Jacobian sample norms
     python tools/bench_meta_step.py --jit-compare     # also XLA vs plain graph for maml
 
 Each repeat times ``fit()`` over ``--steps`` meta-steps (after a warm-up that traces
@@ -71,19 +74,31 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--jacobian", action="store_true",
+                        help="also time metagna with --gna-sample-grads jacobian (slow: ~n "
+                             "backward passes per inner step)")
     parser.add_argument("--jit-compare", action="store_true",
                         help="also time maml with XLA (jit_compile=True) against plain graphs")
     args = parser.parse_args()
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPU cores; "
           f"median of {args.repeats} repeats x {args.steps} meta-steps")
-    print(f"{'shape':<20} {'maml s/step':>12} {'metagna s/step':>15} {'metagna/maml':>13}")
+    header = f"{'shape':<20} {'maml s/step':>12} {'metagna s/step':>15} {'metagna/maml':>13}"
+    if args.jacobian:
+        header += f" {'metagna-jacobian s/step':>24} {'jacobian/maml':>14}"
+    print(header)
     for shape in args.shapes:
         base = Config.from_dict({**SHAPES[shape], "algorithm": "maml"})
-        result = compare({"maml": (base, False),
-                          "metagna": (base.replace(algorithm="metagna"), False)},
-                         args.repeats, args.steps)
+        variants = {"maml": (base, False), "metagna": (base.replace(algorithm="metagna"), False)}
+        if args.jacobian:
+            variants["jacobian"] = (base.replace(algorithm="metagna",
+                                                 gna_sample_grads="jacobian"), False)
+        result = compare(variants, args.repeats, args.steps)
         (maml, _), (gna, _) = result["maml"], result["metagna"]
-        print(f"{shape:<20} {maml:>12.3f} {gna:>15.3f} {gna / maml:>12.2f}x", flush=True)
+        line = f"{shape:<20} {maml:>12.3f} {gna:>15.3f} {gna / maml:>12.2f}x"
+        if args.jacobian:
+            jac = result["jacobian"][0]
+            line += f" {jac:>24.3f} {jac / maml:>13.2f}x"
+        print(line, flush=True)
     if args.jit_compare:
         base = Config.from_dict({**SHAPES["omniglot_5w1s"], "algorithm": "maml"})
         result = compare({"graph": (base, False), "xla": (base, True)}, args.repeats, args.steps)

@@ -52,9 +52,11 @@ def main() -> None:
         for ax, work in zip(axes[0], gna, strict=True):
             config, rows = load(work)
             names = [k for k in rows[0] if k.startswith("arbiter_")]
-            for name in names:
+            colors = plt.get_cmap("tab20").colors
+            for i, name in enumerate(names):
                 ax.plot([r["iteration"] for r in rows], [r[name] for r in rows],
-                        label=name.removeprefix("arbiter_"))
+                        label=name.removeprefix("arbiter_"), color=colors[i % len(colors)],
+                        linestyle="-" if "kernel" in name else "--")
             ax.axhline(1.0, color="black", linewidth=0.8)
             ax.set_yscale("log")
             ax.set_xlabel("meta-iteration")

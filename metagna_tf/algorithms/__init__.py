@@ -13,7 +13,7 @@ def make_update_rule(config, arbiter=None):
     if config.algorithm == "metagna":
         if arbiter is None:
             raise ValueError("metagna needs an Arbiter")
-        return GNAUpdate(config.inner_lr, arbiter, config.gna_direction)
+        return GNAUpdate(config.inner_lr, arbiter, config.gna_direction, config.gna_sample_grads)
     if config.algorithm == "gna_normalize_only":
         return GNAUpdate(config.inner_lr, None, config.gna_direction)
     raise ValueError(f"unknown algorithm {config.algorithm!r}")

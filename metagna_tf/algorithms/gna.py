@@ -77,21 +77,29 @@ def arbiter_features(params, grad_norms, losses, sample_norms):
 class GNAUpdate:
     """The Meta-GNA inner step (``arbiter=None``: the normalize-only ablation)."""
 
-    def __init__(self, inner_lr: float, arbiter=None, direction: str = "mean"):
+    def __init__(self, inner_lr: float, arbiter=None, direction: str = "mean",
+                 sample_grads: str = "frozen_stats"):
         if direction not in ("mean", "sample"):
             raise ValueError(f"GNAUpdate: direction must be 'mean' or 'sample', got {direction!r}")
+        if sample_grads not in ("frozen_stats", "jacobian"):
+            raise ValueError("GNAUpdate: sample_grads must be 'frozen_stats' or 'jacobian', got "
+                             f"{sample_grads!r}")
         self.inner_lr = inner_lr
         self.arbiter = arbiter
         self.direction = direction
-        self.needs_sample_grads = arbiter is not None or direction == "sample"
+        self.sample_grads = sample_grads
+        self.needs_sample_grads = direction == "sample" or (
+            arbiter is not None and sample_grads == "jacobian")
+        self.needs_sample_norms = arbiter is not None and sample_grads == "frozen_stats"
 
-    def features(self, *, step, params, norms, losses, sample_grads):
+    def features(self, *, step, params, norms, losses, sample_grads, sample_norms):
         """The Arbiter's input at this step (a hook: tests freeze it for finite differences)."""
         del step
-        sample_norms = per_sample_norms([tf.stop_gradient(g) for g in sample_grads])
+        if sample_norms is None:
+            sample_norms = per_sample_norms([tf.stop_gradient(g) for g in sample_grads])
         return arbiter_features(params, tf.stack(norms), losses, sample_norms)
 
-    def __call__(self, *, step, params, grads, losses, sample_grads):
+    def __call__(self, *, step, params, grads, losses, sample_grads, sample_norms=None):
         units, norms = zip(*(normalize(g) for g in grads), strict=True)
         if self.direction == "sample":
             # every support sample an equal vote; second order flows through g_i
@@ -101,7 +109,7 @@ class GNAUpdate:
             new = [p - self.inner_lr * d for p, d in zip(params, units, strict=True)]
             return new, tf.ones([len(params)], dtype=params[0].dtype)
         features = self.features(step=step, params=params, norms=norms, losses=losses,
-                                 sample_grads=sample_grads)
+                                 sample_grads=sample_grads, sample_norms=sample_norms)
         scales = tf.cast(self.arbiter(features, step=step), params[0].dtype)
         new = [p - self.inner_lr * scales[i] * norms[i] * units[i]
                for i, p in enumerate(params)]

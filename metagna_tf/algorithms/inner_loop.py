@@ -12,10 +12,12 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
-# An update rule: (step, params, grads, losses, sample_grads) -> (new params, scales).
-# ``sample_grads`` are per-sample gradients (a list of [n, *shape] tensors), or None
-# unless the rule has ``needs_sample_grads = True``; ``scales`` is a vector with one
-# gradient-norm scale per tensor (ones for plain SGD).
+# An update rule: (step, params, grads, losses, sample_grads, sample_norms) -> (new params,
+# scales). ``sample_grads`` are per-sample gradients (a list of [n, *shape] tensors), or
+# None unless the rule has ``needs_sample_grads = True``; ``sample_norms`` are
+# (num_tensors, n) per-sample gradient norms with BatchNorm statistics held constant, or
+# None unless ``needs_sample_norms = True``; ``scales`` is a vector with one gradient-norm
+# scale per tensor (ones for plain SGD).
 UpdateRule = Callable[..., tuple[list, tf.Tensor]]
 
 
@@ -64,6 +66,31 @@ def support_gradients(backbone, fast, x, y, per_sample: bool = False):
     return losses, grads, sample_grads
 
 
+def frozen_stats_sample_norms(backbone, fast, x, y):
+    """``(num_tensors, n)`` per-sample gradient norms, BatchNorm statistics held constant.
+
+    One extra first-order forward and backward pass: with the batch statistics as
+    constants, sample ``i``'s activations reach only ``L_i``, so the gradient of
+    ``sum_i L_i`` with respect to each block's output holds every sample's own
+    gradient, and per-layer identities give the norms exactly (no Jacobian, no loop
+    over samples). The result is a constant for the meta-gradient.
+    """
+    fast = [tf.stop_gradient(f) for f in fast]
+    x = tf.stop_gradient(x)
+    taps: dict = {}
+    with tf.GradientTape() as tape:
+        tape.watch(fast)
+        features = backbone.forward(fast[:-2], x, taps=taps, freeze_stats=True)
+        logits = tf.matmul(features, fast[-2]) + fast[-1]
+        total = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
+                                                                             logits=logits))
+    grads = tape.gradient(total, [*taps["bn_out"], logits])
+    logit_norms = tf.norm(grads[-1], axis=-1)  # |p_i - onehot(y_i)|
+    norms = backbone.sample_grad_norms(fast[:-2], taps, grads[:-1])
+    norms += [tf.norm(features, axis=-1) * logit_norms, logit_norms]  # head W (rank 1), b
+    return tf.stop_gradient(tf.stack(norms))
+
+
 def adapt(backbone, params: Sequence, support_x, support_y, ways, *, steps: int,
           update: UpdateRule, first_order: bool = False):
     """Adapt ``params`` (backbone tensors) to the support set.
@@ -72,6 +99,7 @@ def adapt(backbone, params: Sequence, support_x, support_y, ways, *, steps: int,
     ``(steps, num_tensors)`` tensor of the gradient-norm scales applied.
     """
     per_sample = getattr(update, "needs_sample_grads", False)
+    per_sample_norms = getattr(update, "needs_sample_norms", False)
     fast = init_fast_weights(backbone, params, support_x, support_y, ways)
     all_scales = []
     for step in range(steps):
@@ -81,8 +109,10 @@ def adapt(backbone, params: Sequence, support_x, support_y, ways, *, steps: int,
             grads = [tf.stop_gradient(g) for g in grads]
             if sample_grads is not None:
                 sample_grads = [tf.stop_gradient(g) for g in sample_grads]
+        sample_norms = (frozen_stats_sample_norms(backbone, fast, support_x, support_y)
+                        if per_sample_norms else None)
         fast, scales = update(step=step, params=fast, grads=grads, losses=losses,
-                              sample_grads=sample_grads)
+                              sample_grads=sample_grads, sample_norms=sample_norms)
         all_scales.append(scales)
     return fast, tf.stack(all_scales)
 
@@ -97,8 +127,8 @@ def query_logits(backbone, fast, support_x, query_x):
 def sgd_update(inner_lr: float) -> UpdateRule:
     """MAML's inner step: ``theta <- theta - inner_lr * g``."""
 
-    def update(*, step, params, grads, losses, sample_grads):
-        del step, losses, sample_grads
+    def update(*, step, params, grads, losses, sample_grads, sample_norms):
+        del step, losses, sample_grads, sample_norms
         new = [p - inner_lr * g for p, g in zip(params, grads, strict=True)]
         return new, tf.ones([len(params)], dtype=params[0].dtype)
 

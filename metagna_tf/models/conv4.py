@@ -28,11 +28,16 @@ _ACTIVATIONS = {"relu": tf.nn.relu, "softplus": tf.nn.softplus}
 
 
 def conv4_forward(params, x, *, downsample: str, activation: str, feature_reduce: str,
-                  bn_eps: float, n_stats=None, stats=None, return_stats: bool = False):
+                  bn_eps: float, n_stats=None, stats=None, return_stats: bool = False,
+                  taps: dict | None = None, freeze_stats: bool = False):
     """Features of ``x`` under ``params`` = [kernel, gamma, beta] * 4.
 
     BatchNorm statistics are taken from ``x[:n_stats]`` (all rows when None)
     unless ``stats`` (a list of 4 ``(mean, variance)`` pairs) is given.
+    ``taps``, if a dict, receives per block the convolution input, the normalized
+    pre-activation ``xhat``, ``1/sqrt(var + eps)`` and the BatchNorm output (see
+    ``conv4_sample_grad_norms``). ``freeze_stats`` stops the gradient through the
+    batch statistics (they are still the batch's values).
     """
     act = _ACTIVATIONS[activation]
     h = x
@@ -40,15 +45,24 @@ def conv4_forward(params, x, *, downsample: str, activation: str, feature_reduce
     for block in range(BLOCKS):
         kernel, gamma, beta = params[3 * block: 3 * block + 3]
         stride = 2 if downsample == "stride" else 1
+        conv_in = h
         h = tf.nn.conv2d(h, kernel, strides=stride, padding="SAME")
         if stats is None:
             ref = h if n_stats is None else h[:n_stats]
             mean = tf.reduce_mean(ref, axis=[0, 1, 2])
             var = tf.reduce_mean(tf.square(ref - mean), axis=[0, 1, 2])
+            if freeze_stats:
+                mean, var = tf.stop_gradient(mean), tf.stop_gradient(var)
         else:
             mean, var = stats[block]
         used_stats.append((mean, var))
-        h = (h - mean) * tf.math.rsqrt(var + bn_eps) * gamma + beta
+        inv_std = tf.math.rsqrt(var + bn_eps)
+        xhat = (h - mean) * inv_std
+        h = xhat * gamma + beta
+        if taps is not None:
+            for key, value in (("conv_in", conv_in), ("xhat", xhat), ("inv_std", inv_std),
+                               ("bn_out", h)):
+                taps.setdefault(key, []).append(value)
         h = act(h)
         if downsample == "maxpool":
             h = tf.nn.max_pool2d(h, 2, 2, "VALID")
@@ -59,6 +73,36 @@ def conv4_forward(params, x, *, downsample: str, activation: str, feature_reduce
     else:
         features = tf.reshape(h, [tf.shape(h)[0], -1])
     return (features, used_stats) if return_stats else features
+
+
+def conv4_sample_grad_norms(params, taps: dict, bn_out_grads, downsample: str):
+    """Per-sample gradient norms of the 12 Conv-4 tensors, BatchNorm statistics held constant.
+
+    ``taps`` come from a forward pass given fixed ``stats``; ``bn_out_grads[b]`` is the
+    gradient of ``sum_i L_i`` with respect to block ``b``'s BatchNorm output. With the
+    statistics constant, sample ``i``'s activations reach only ``L_i``, so the rows of
+    these gradients are per-sample gradients and the per-layer identities are exact:
+
+        dL_i/dK     = sum_p patch_p(a_i) (x) g_z[i, p],   g_z = g_y * gamma / sqrt(var + eps)
+        dL_i/dgamma = sum_p g_y[i, p] * xhat[i, p],       dL_i/dbeta = sum_p g_y[i, p]
+
+    Returns a list of 12 ``(n,)`` tensors, in ``params`` order.
+    """
+    stride = 2 if downsample == "stride" else 1
+    norms = []
+    for block in range(BLOCKS):
+        kernel, gamma, _ = params[3 * block: 3 * block + 3]
+        conv_in, xhat = taps["conv_in"][block], taps["xhat"][block]
+        g_y = bn_out_grads[block]
+        g_z = g_y * gamma * taps["inv_std"][block]
+        patches = tf.image.extract_patches(conv_in, sizes=[1, 3, 3, 1],
+                                           strides=[1, stride, stride, 1], rates=[1, 1, 1, 1],
+                                           padding="SAME")
+        per_sample_kernel = tf.einsum("nhwk,nhwc->nkc", patches, g_z)
+        norms += [tf.sqrt(tf.reduce_sum(tf.square(per_sample_kernel), axis=[1, 2])),
+                  tf.norm(tf.reduce_sum(g_y * xhat, axis=[1, 2]), axis=-1),
+                  tf.norm(tf.reduce_sum(g_y, axis=[1, 2]), axis=-1)]
+    return norms
 
 
 def output_size(image_size: int, downsample: str) -> int:
@@ -119,10 +163,15 @@ class Conv4(keras.layers.Layer):
     def param_names(self) -> list[str]:
         return [p.name for p in self.params]
 
-    def forward(self, params, x, n_stats=None, stats=None, return_stats=False):
+    def forward(self, params, x, n_stats=None, stats=None, return_stats=False, taps=None,
+                freeze_stats=False):
         return conv4_forward(params, x, downsample=self.downsample, activation=self.activation,
                              feature_reduce=self.feature_reduce, bn_eps=self.bn_eps,
-                             n_stats=n_stats, stats=stats, return_stats=return_stats)
+                             n_stats=n_stats, stats=stats, return_stats=return_stats, taps=taps,
+                             freeze_stats=freeze_stats)
+
+    def sample_grad_norms(self, params, taps, bn_out_grads):
+        return conv4_sample_grad_norms(params, taps, bn_out_grads, self.downsample)
 
     def call(self, x):
         return self.forward([p.value for p in self.params], tf.cast(x, self.compute_dtype))
