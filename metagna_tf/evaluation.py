@@ -29,7 +29,7 @@ def episode_accuracies(model, sampler: EpisodeSampler, episodes: int, steps: int
 
     @tf.function(reduce_retracing=True)
     def run(batch):
-        return model.episode_metrics(batch, steps)[1]
+        return model.episode_metrics(batch, steps, ways=sampler.spec.ways)[1]
 
     accs = []
     for b in range(math.ceil(episodes / batch_size)):

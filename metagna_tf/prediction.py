@@ -55,7 +55,7 @@ def predict(model, support_x, support_y, query_x, steps: int) -> np.ndarray:
     """Class probabilities of ``query_x`` (uint8 images) after adapting to the support set."""
     dtype = model.config.dtype
     sx = tf.constant(support_x, dtype) / 255
-    fast, _ = model.adapt(sx, tf.constant(support_y), steps)
+    fast, _ = model.adapt(sx, tf.constant(support_y), steps, ways=int(np.max(support_y)) + 1)
     logits = query_logits(model.backbone, fast, sx, tf.constant(query_x, dtype) / 255)
     return tf.nn.softmax(logits).numpy()
 

@@ -19,6 +19,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def label(config: dict) -> str:
+    name = config["algorithm"]
+    if name == "metagna":
+        name += f" {config.get('gna_sample_grads', 'frozen_stats')}"
+    return f"{name} (seed {config['seed']})"
+
+
 def load(work: Path) -> tuple[dict, list[dict]]:
     config = json.loads((work / "config.json").read_text())
     rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines() if line]
@@ -36,7 +43,7 @@ def main() -> None:
     for work in works:
         config, rows = load(work)
         ax.plot([r["iteration"] for r in rows], [100 * r["val_accuracy"] for r in rows],
-                label=f"{config['algorithm']} (seed {config['seed']})",
+                label=label(config),
                 linestyle="-" if config["seed"] == 0 else "--")
     ax.set_xlabel("meta-iteration")
     ax.set_ylabel("validation accuracy, 5-way 1-shot (%)")
@@ -48,8 +55,10 @@ def main() -> None:
 
     gna = [w for w in works if load(w)[0]["algorithm"] == "metagna"]
     if gna:
-        fig, axes = plt.subplots(1, len(gna), figsize=(7 * len(gna), 4.5), squeeze=False)
-        for ax, work in zip(axes[0], gna, strict=True):
+        cols = min(2, len(gna))
+        rows_ = -(-len(gna) // cols)
+        fig, axes = plt.subplots(rows_, cols, figsize=(7 * cols, 4.5 * rows_), squeeze=False)
+        for ax, work in zip(axes.flat, gna, strict=False):
             config, rows = load(work)
             names = [k for k in rows[0] if k.startswith("arbiter_")]
             colors = plt.get_cmap("tab20").colors
@@ -61,7 +70,7 @@ def main() -> None:
             ax.set_yscale("log")
             ax.set_xlabel("meta-iteration")
             ax.set_ylabel("mean Arbiter output a (training episodes)")
-            ax.set_title(f"metagna seed {config['seed']}: a = 1 is MAML's step")
+            ax.set_title(f"{label(config)}: a = 1 is MAML's step")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()

@@ -36,7 +36,10 @@ def main() -> None:
           "test 20-way 1-shot | wall time |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, config, last, best, evals in rows(args.runs):
-        print(f"| {name} | {config['algorithm']} | {config['seed']} | {last['iteration']} | "
+        algorithm = config["algorithm"]
+        if algorithm == "metagna":
+            algorithm += f" ({config.get('gna_sample_grads', 'frozen_stats')})"
+        print(f"| {name} | {algorithm} | {config['seed']} | {last['iteration']} | "
               f"{100 * best['val_accuracy']:.2f} ({best['iteration']}) | {fmt(evals.get((5, 1)))} | "
               f"{fmt(evals.get((20, 1)))} | {last['elapsed_s'] / 60:.1f} min |")
 

@@ -69,18 +69,24 @@ class MetaLearner(keras.Model):
         self.built = True
 
     # ---- one task -------------------------------------------------------------------
-    def adapt(self, support_x, support_y, steps: int, first_order: bool = False):
-        """Fast weights (backbone + head) adapted to one support set, and the scales used."""
+    def adapt(self, support_x, support_y, steps: int, first_order: bool = False,
+              ways: int | None = None):
+        """Fast weights (backbone + head) adapted to one support set, and the scales used.
+
+        ``ways`` (the number of classes) is read from the labels when None; pass it when
+        known, as XLA needs it as a compile-time constant.
+        """
         support_x = tf.cast(support_x, self.config.dtype)
-        ways = tf.reduce_max(support_y) + 1
+        if ways is None:
+            ways = tf.reduce_max(support_y) + 1
         params = [tf.convert_to_tensor(p.value) for p in self.backbone.params]
         return adapt(self.backbone, params, support_x, support_y, ways, steps=steps,
                      update=self.update_rule, first_order=first_order)
 
     def task_outputs(self, support_x, support_y, query_x, query_y, steps: int,
-                     first_order: bool = False):
+                     first_order: bool = False, ways: int | None = None):
         """Query loss, query accuracy and mean scale per tensor for one episode."""
-        fast, scales = self.adapt(support_x, support_y, steps, first_order)
+        fast, scales = self.adapt(support_x, support_y, steps, first_order, ways)
         logits = query_logits(self.backbone, fast, tf.cast(support_x, self.config.dtype),
                               tf.cast(query_x, self.config.dtype))
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -100,7 +106,7 @@ class MetaLearner(keras.Model):
             with tf.GradientTape() as tape:
                 loss, acc, scales = self.task_outputs(
                     support_x[i], support_y[i], query_x[i], query_y[i],
-                    steps=config.inner_steps, first_order=config.first_order)
+                    steps=config.inner_steps, first_order=config.first_order, ways=config.ways)
             task_grads = tape.gradient(loss, variables)
             grads = [a + (tf.zeros_like(a) if g is None else tf.convert_to_tensor(g))
                      for a, g in zip(grads, task_grads, strict=True)]
@@ -120,10 +126,10 @@ class MetaLearner(keras.Model):
         self.optimizer.apply(grads, self.trainable_variables)
         return self._update_metrics(loss, acc, scales)
 
-    def episode_metrics(self, data, steps: int):
+    def episode_metrics(self, data, steps: int, ways: int | None = None):
         """Per-episode (query loss, query accuracy, scales) of a meta-batch, no meta-update."""
         def one(episode):
-            return self.task_outputs(*episode, steps=steps)
+            return self.task_outputs(*episode, steps=steps, ways=ways)
 
         dtype = self.config.dtype
         return tf.map_fn(one, tuple(data[k] for k in EPISODE_KEYS),
@@ -131,7 +137,8 @@ class MetaLearner(keras.Model):
                                               tf.TensorSpec([len(self.tensor_names)], dtype)))
 
     def test_step(self, data):
-        losses, accs, scales = self.episode_metrics(data, self.config.inner_steps_test)
+        losses, accs, scales = self.episode_metrics(data, self.config.inner_steps_test,
+                                                    ways=self.config.ways)
         return self._update_metrics(tf.reduce_mean(losses), tf.reduce_mean(accs),
                                     tf.reduce_mean(scales, axis=0), count=tf.shape(losses)[0])
 
