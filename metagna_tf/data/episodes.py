@@ -41,7 +41,8 @@ class ClassPool:
     def drop_small_classes(self, min_images: int, source: str) -> ClassPool:
         """Classes with fewer than ``min_images`` images are skipped, with a warning."""
         keep = [i for i, idx in enumerate(self.class_indices) if len(idx) >= min_images]
-        dropped = [self.class_names[i] for i in range(self.num_classes) if i not in set(keep)]
+        dropped = [name for name, idx in zip(self.class_names, self.class_indices, strict=True)
+                   if len(idx) < min_images]
         if dropped:
             log.warning("%s: skipped %d class(es) with fewer than %d images (shots + queries): %s",
                         source, len(dropped), min_images, ", ".join(dropped[:10])
