@@ -5,20 +5,84 @@ Input, for weight tensor ``l`` at inner step ``j`` (see docs/method.md):
 mean/std/max of the per-sample losses and of the per-sample log gradient
 norms), plus learned embeddings of the step index and of the tensor index.
 
-Output: ``a = clip(exp(z), a_min, a_max)`` where ``z`` is a Dense layer with
-zero-initialized kernel and bias, so ``a == 1`` at initialization and the
-Meta-GNA step starts as MAML's step.
+Output: ``a = bound(z)`` where ``z`` is a Dense layer with zero-initialized
+kernel and bias, so ``a == 1`` at initialization and the Meta-GNA step starts
+as MAML's step. Bounds (``a_min <= a <= a_max``):
+
+* ``clip``: ``a = clip(exp(z), a_min, a_max)`` (no gradient once clipped);
+* ``tanh``: ``log a = c * tanh(z / c)`` with ``c = log(a_max)`` for ``z >= 0`` and
+  ``c = -log(a_min)`` below: smooth, the identity ``a = exp(z)`` near 0, and a
+  gradient everywhere.
+
+``LearnedStepSizes`` is the ablation without sample awareness (MAML++'s LSLR,
+Meta-SGD with one scalar per tensor): ``a[j, l] = bound(z[j, l])`` with ``z`` a
+learned table, zero at initialization.
+
+Both layers compute through pure functions of an explicit weight list
+(``arbiter_scales``, ``step_size_scales``), so an export can hold its own
+``tf.Variable`` copies of the weights and call the same code.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+
 import keras
-from keras import ops
+import tensorflow as tf
 
 NUM_FEATURES = 8
 FEATURE_NAMES = ("log_grad_norm", "log_weight_norm", "loss_mean", "loss_std", "loss_max",
                  "log_sample_grad_norm_mean", "log_sample_grad_norm_std",
                  "log_sample_grad_norm_max")
+BOUNDS = ("clip", "tanh")
+
+
+def bounded_scale(z, a_min: float, a_max: float, bound: str):
+    """``z`` (a log-scale) -> a scale in ``[a_min, a_max]``; ``bound`` is clip or tanh."""
+    if bound == "clip":
+        return tf.clip_by_value(tf.exp(z), a_min, a_max)
+    upper, lower = math.log(a_max), -math.log(a_min)
+    # both branches are finite everywhere (upper, lower > 0), so tf.where's gradient is clean
+    return tf.exp(tf.where(z >= 0, upper * tf.tanh(z / upper), lower * tf.tanh(z / lower)))
+
+
+def _check_bounds(owner: str, a_min, a_max, bound) -> None:
+    if bound not in BOUNDS:
+        raise ValueError(f"{owner}: bound must be one of {BOUNDS}, got {bound!r}")
+    if not 0 < a_min <= 1 <= a_max:
+        raise ValueError(f"{owner}: need 0 < a_min <= 1 <= a_max, got a_min={a_min!r}, "
+                         f"a_max={a_max!r}")
+    if bound == "tanh" and not a_min < 1 < a_max:
+        raise ValueError(f"{owner}: the tanh bound needs a_min < 1 < a_max, got a_min={a_min!r}, "
+                         f"a_max={a_max!r}")
+
+
+def arbiter_scales(weights, features, step, *, num_tensors: int, num_steps: int, a_min: float,
+                   a_max: float, bound: str = "clip", use_features: bool = True):
+    """The Arbiter's forward: ``weights`` = [tensor_embedding, step_embedding, hidden kernel,
+    hidden bias, output kernel, output bias]; ``features`` (num_tensors, NUM_FEATURES)."""
+    tensor_embedding, step_embedding, k1, b1, k2, b2 = (tf.convert_to_tensor(w) for w in weights)
+    dtype = k1.dtype
+    step = tf.minimum(tf.cast(step, tf.int32), num_steps - 1)
+    step_embed = tf.broadcast_to(tf.gather(step_embedding, step)[None, :],
+                                 [num_tensors, step_embedding.shape[-1]])
+    features = tf.cast(features, dtype)
+    if not use_features:
+        features = tf.zeros_like(features)  # ablation: step and tensor embeddings only
+    inputs = tf.concat([features, tensor_embedding, step_embed], axis=-1)
+    hidden = tf.nn.relu(tf.matmul(inputs, k1) + b1)
+    z = (tf.matmul(hidden, k2) + b2)[:, 0]
+    return bounded_scale(z, a_min, a_max, bound)
+
+
+def step_size_scales(weights, features, step, *, num_steps: int, a_min: float, a_max: float,
+                     bound: str = "clip"):
+    """LSLR's forward: ``weights`` = [log_scale (num_steps, num_tensors)]; features unused."""
+    del features
+    (log_scale,) = (tf.convert_to_tensor(w) for w in weights)
+    step = tf.minimum(tf.cast(step, tf.int32), num_steps - 1)
+    return bounded_scale(tf.gather(log_scale, step), a_min, a_max, bound)
 
 
 @keras.saving.register_keras_serializable(package="metagna_tf")
@@ -30,28 +94,33 @@ class Arbiter(keras.layers.Layer):
         num_steps: number of trained inner steps; later steps reuse the last embedding.
         hidden: hidden units of the MLP.
         embed_dim: size of the step and tensor embeddings.
-        a_min, a_max: clip range of the output scale (``0 < a_min <= 1 <= a_max``).
+        a_min, a_max: range of the output scale (``0 < a_min <= 1 <= a_max``).
+        bound: ``"clip"`` or ``"tanh"`` (smooth), see the module docstring.
+        use_features: False zeroes the sample-aware features (the embeddings-only ablation).
 
     Call: ``arbiter(features, step)`` with ``features`` of shape
     ``(num_tensors, NUM_FEATURES)`` and an integer ``step``; returns ``(num_tensors,)``.
     """
 
+    uses_features = True
+
     def __init__(self, num_tensors, num_steps=1, hidden=32, embed_dim=4, a_min=0.01, a_max=100.0,
-                 **kwargs):
+                 bound="clip", use_features=True, **kwargs):
         super().__init__(**kwargs)
         for name, value in (("num_tensors", num_tensors), ("num_steps", num_steps),
                             ("hidden", hidden), ("embed_dim", embed_dim)):
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"Arbiter: {name} must be a positive integer, got {value!r}")
-        if not 0 < a_min <= 1 <= a_max:
-            raise ValueError(f"Arbiter: need 0 < a_min <= 1 <= a_max, got a_min={a_min!r}, "
-                             f"a_max={a_max!r}")
+        _check_bounds("Arbiter", a_min, a_max, bound)
         self.num_tensors = num_tensors
         self.num_steps = num_steps
         self.hidden = hidden
         self.embed_dim = embed_dim
         self.a_min = float(a_min)
         self.a_max = float(a_max)
+        self.bound = bound
+        self.use_features = bool(use_features)
+        self.uses_features = self.use_features
         self.tensor_embedding = self.add_weight(
             shape=(num_tensors, embed_dim), initializer=keras.initializers.RandomNormal(stddev=0.1),
             name="tensor_embedding")
@@ -67,16 +136,69 @@ class Arbiter(keras.layers.Layer):
         self.output_layer.build((None, hidden))
         self.built = True
 
+    @property
+    def scale_weights(self) -> list:
+        """The weights in the order ``arbiter_scales`` takes them."""
+        return [self.tensor_embedding, self.step_embedding, self.hidden_layer.kernel,
+                self.hidden_layer.bias, self.output_layer.kernel, self.output_layer.bias]
+
+    def functional(self):
+        """``(weights, features, step) -> scales`` with this layer's settings, holding no
+        reference to the layer (an export pairs it with its own copies of the weights)."""
+        return functools.partial(arbiter_scales, num_tensors=self.num_tensors,
+                                 num_steps=self.num_steps, a_min=self.a_min, a_max=self.a_max,
+                                 bound=self.bound, use_features=self.use_features)
+
     def call(self, features, step):
-        step = ops.minimum(ops.convert_to_tensor(step, "int32"), self.num_steps - 1)
-        step_embed = ops.take(self.step_embedding, step, axis=0)
-        step_embed = ops.broadcast_to(step_embed[None, :], (self.num_tensors, self.embed_dim))
-        inputs = ops.concatenate(
-            [ops.cast(features, self.compute_dtype), self.tensor_embedding, step_embed], axis=-1)
-        log_scale = self.output_layer(self.hidden_layer(inputs))[:, 0]
-        return ops.clip(ops.exp(log_scale), self.a_min, self.a_max)
+        return self.functional()([w.value for w in self.scale_weights], features, step)
 
     def get_config(self):
         return {**super().get_config(), "num_tensors": self.num_tensors,
                 "num_steps": self.num_steps, "hidden": self.hidden, "embed_dim": self.embed_dim,
-                "a_min": self.a_min, "a_max": self.a_max}
+                "a_min": self.a_min, "a_max": self.a_max, "bound": self.bound,
+                "use_features": self.use_features}
+
+
+@keras.saving.register_keras_serializable(package="metagna_tf")
+class LearnedStepSizes(keras.layers.Layer):
+    """A learned scale per inner step and tensor, without inputs (the LSLR ablation).
+
+    Args:
+        num_tensors: number of weight tensors.
+        num_steps: number of trained inner steps; later steps reuse the last row.
+        a_min, a_max, bound: as for ``Arbiter``.
+    """
+
+    uses_features = False
+
+    def __init__(self, num_tensors, num_steps=1, a_min=0.01, a_max=100.0, bound="clip", **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("num_tensors", num_tensors), ("num_steps", num_steps)):
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"LearnedStepSizes: {name} must be a positive integer, got "
+                                 f"{value!r}")
+        _check_bounds("LearnedStepSizes", a_min, a_max, bound)
+        self.num_tensors = num_tensors
+        self.num_steps = num_steps
+        self.a_min = float(a_min)
+        self.a_max = float(a_max)
+        self.bound = bound
+        self.log_scale = self.add_weight(shape=(num_steps, num_tensors), initializer="zeros",
+                                         name="log_scale")
+        self.built = True
+
+    @property
+    def scale_weights(self) -> list:
+        return [self.log_scale]
+
+    def functional(self):
+        return functools.partial(step_size_scales, num_steps=self.num_steps, a_min=self.a_min,
+                                 a_max=self.a_max, bound=self.bound)
+
+    def call(self, features, step):
+        return self.functional()([w.value for w in self.scale_weights], features, step)
+
+    def get_config(self):
+        return {**super().get_config(), "num_tensors": self.num_tensors,
+                "num_steps": self.num_steps, "a_min": self.a_min, "a_max": self.a_max,
+                "bound": self.bound}

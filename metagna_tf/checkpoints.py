@@ -75,19 +75,73 @@ class WorkdirCheckpoints:
 def read_config(workdir: str | Path) -> Config:
     path = Path(workdir) / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"--workdir {workdir}: no {CONFIG_FILE}; train into it first "
+        raise FileNotFoundError(f"{workdir}: no {CONFIG_FILE}; train into it first "
                                 "with python -m metagna_tf.train --workdir ...")
     return Config.from_dict(json.loads(path.read_text()), source=str(path))
 
 
-def load_trained(workdir: str | Path, which: str = "best") -> tuple[MetaLearner, dict]:
-    """The trained model of a workdir (``best`` on validation, falling back to ``latest``)."""
-    config = read_config(workdir)
-    model = build_model(config)
-    ckpts = WorkdirCheckpoints(workdir, model)
-    path = ckpts.best.latest_checkpoint if which == "best" else None
-    path = path or ckpts.latest.latest_checkpoint
-    if not path:
-        raise FileNotFoundError(f"--workdir {workdir}: no checkpoint in {ckpts.latest.directory}")
-    ckpts.checkpoint.read(path).expect_partial()
-    return model, {"checkpoint": path, "iteration": ckpts.iteration}
+def find_checkpoint(path: str | Path, which: str = "best") -> str:
+    """The checkpoint prefix that ``path`` designates.
+
+    ``path`` is a training workdir (its ``best`` checkpoint, else its latest; ``which="latest"``
+    takes the latest), a checkpoint folder such as a copied ``best/``, or a prefix such as
+    ``.../checkpoints/ckpt-300``.
+    """
+    if which not in ("best", "latest"):
+        raise ValueError(f"checkpoint must be 'best' or 'latest', got {which!r}")
+    path = Path(path)
+    if path.is_dir() and ((path / "checkpoints").is_dir() or (path / CONFIG_FILE).is_file()):
+        found = tf.train.latest_checkpoint(str(path / "best")) if which == "best" else None
+        found = found or tf.train.latest_checkpoint(str(path / "checkpoints"))
+        if not found:
+            raise FileNotFoundError(f"{path}: no checkpoint in {path / 'checkpoints'} yet")
+        return found
+    if path.is_dir():
+        found = tf.train.latest_checkpoint(str(path))
+        if not found:
+            raise FileNotFoundError(f"{path}: neither a training workdir nor a checkpoint folder "
+                                    "(no config.json, checkpoints/ or checkpoint index file)")
+        return found
+    if Path(f"{path}.index").is_file():
+        return str(path)
+    raise FileNotFoundError(f"{path}: no such workdir, checkpoint folder or checkpoint")
+
+
+def checkpoint_config(prefix: str) -> Config:
+    """The Config stored inside a checkpoint (every checkpoint holds its run's config)."""
+    try:
+        text = tf.train.load_variable(prefix, "config/.ATTRIBUTES/VARIABLE_VALUE")
+    except (tf.errors.NotFoundError, ValueError) as err:
+        raise ValueError(f"{prefix}: not a metagna-tf checkpoint (no config inside)") from err
+    return Config.from_dict(json.loads(text.decode() if isinstance(text, bytes) else text),
+                            source=f"{prefix} (config)")
+
+
+def load_trained(path: str | Path, which: str = "best") -> tuple[MetaLearner, dict]:
+    """The meta-learned model of a workdir or checkpoint, for inference.
+
+    Restores the model only (no optimizer, no compile), built from the config stored in
+    the checkpoint, so a copied ``best/`` folder is self-contained. Every model variable
+    must be found in the checkpoint.
+    """
+    prefix = find_checkpoint(path, which)
+    config = checkpoint_config(prefix)
+    model = MetaLearner(config)
+    keys = {name for name, _ in tf.train.list_variables(prefix)}
+    if any(k.startswith("model/backbone/") for k in keys):
+        status = tf.train.Checkpoint(model=model).read(prefix)
+    else:
+        # Written before Conv4 exposed its variables as attributes: the backbone is reachable
+        # only through the optimizer's variable list (model.trainable_variables' order), so an
+        # optimizer serves as the restore vehicle and is then dropped.
+        vehicle = make_optimizer(config)
+        vehicle.build(model.trainable_variables)
+        status = tf.train.Checkpoint(model=model, optimizer=vehicle).read(prefix)
+    status.expect_partial()  # the optimizer's slots are not needed for inference
+    status.assert_existing_objects_matched()
+    try:
+        iteration = int(tf.train.load_variable(prefix,
+                                               "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+    except (tf.errors.NotFoundError, ValueError):
+        iteration = None
+    return model, {"checkpoint": prefix, "iteration": iteration}

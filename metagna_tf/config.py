@@ -6,12 +6,28 @@ checkpoint, so a workdir alone is enough to evaluate, predict or export.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
-ALGORITHMS = ("maml", "fomaml", "metagna", "gna_normalize_only")
+ALGORITHMS = ("maml", "fomaml", "metagna", "gna_normalize_only", "maml_lslr")
+# The allowed values of every enumerated key (used by the checks and by the flags' choices).
+CHOICES: dict[str, tuple] = {
+    "algorithm": ALGORITHMS,
+    "downsample": ("stride", "maxpool", "avgpool"),
+    "activation": ("relu", "softplus"),
+    "feature_reduce": ("mean", "flatten"),
+    "dtype": ("float32", "float64"),
+    "gna_direction": ("mean", "sample"),
+    "gna_sample_grads": ("frozen_stats", "jacobian"),
+    "arbiter_bound": ("clip", "tanh"),
+    "lr_schedule": ("constant", "cosine"),
+    "jit": ("auto", "on", "off"),
+    "channels": (1, 3),
+    "protocol": ("standard", "cross_alphabet"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +41,9 @@ class Config:
     channels: int = 1
     train_split: str = "train"
     rotations: bool = True  # Omniglot: 90/180/270-degree rotations as new training classes
+    # class split protocol: standard | cross_alphabet (Omniglot: no alphabet shared between
+    # training and validation/test; see docs/datasets.md)
+    protocol: str = "standard"
     # model
     backbone: str = "conv4"
     filters: int = 64
@@ -47,6 +66,8 @@ class Config:
     arbiter_embed: int = 4
     arbiter_a_min: float = 0.01
     arbiter_a_max: float = 100.0
+    arbiter_bound: str = "clip"  # clip | tanh (smooth; see arbiter.py)
+    arbiter_use_features: bool = True  # False: step and tensor embeddings only (ablation)
     # outer loop
     meta_batch_size: int = 32
     meta_lr: float = 1e-3
@@ -58,23 +79,13 @@ class Config:
     jit: str = "auto"  # auto | on | off
 
     def __post_init__(self) -> None:
-        checks = {
-            "algorithm": (self.algorithm in ALGORITHMS, f"one of {ALGORITHMS}"),
-            "downsample": (self.downsample in ("stride", "maxpool", "avgpool"),
-                           "stride, maxpool or avgpool"),
-            "activation": (self.activation in ("relu", "softplus"), "relu or softplus"),
-            "feature_reduce": (self.feature_reduce in ("mean", "flatten"), "mean or flatten"),
-            "dtype": (self.dtype in ("float32", "float64"), "float32 or float64"),
-            "gna_direction": (self.gna_direction in ("mean", "sample"), "mean or sample"),
-            "gna_sample_grads": (self.gna_sample_grads in ("frozen_stats", "jacobian"),
-                                 "frozen_stats or jacobian"),
-            "lr_schedule": (self.lr_schedule in ("constant", "cosine"), "constant or cosine"),
-            "jit": (self.jit in ("auto", "on", "off"), "auto, on or off"),
+        checks = {name: (getattr(self, name) in values, " or ".join(map(str, values)))
+                  for name, values in CHOICES.items()}
+        checks.update({
             "ways": (self.ways >= 2, "at least 2"),
             "shots": (self.shots >= 1, "at least 1"),
             "queries": (self.queries >= 1, "at least 1"),
             "image_size": (self.image_size >= 8, "at least 8"),
-            "channels": (self.channels in (1, 3), "1 or 3"),
             "meta_batch_size": (self.meta_batch_size >= 1, "at least 1"),
             "inner_steps": (self.inner_steps >= 1, "at least 1"),
             "inner_steps_test": (self.inner_steps_test >= 1, "at least 1"),
@@ -85,7 +96,10 @@ class Config:
             "val_episodes": (self.val_episodes >= 0, "non-negative"),
             "arbiter_a_min": (0 < self.arbiter_a_min <= 1 <= self.arbiter_a_max,
                               "0 < arbiter_a_min <= 1 <= arbiter_a_max"),
-        }
+            "arbiter_a_max": (self.arbiter_bound == "clip"
+                              or self.arbiter_a_min < 1 < self.arbiter_a_max,
+                              "arbiter_a_min < 1 < arbiter_a_max with the tanh bound"),
+        })
         for name, (ok, expected) in checks.items():
             if not ok:
                 raise ValueError(f"config: {name}={getattr(self, name)!r} is invalid: expected {expected}")
@@ -122,6 +136,8 @@ _MINI = dict(dataset="mini_imagenet", image_size=84, channels=3, filters=32, dow
 
 PRESETS: dict[str, dict[str, Any]] = {
     "omniglot_5w1s": {**_OMNIGLOT, "ways": 5, "shots": 1, "queries": 1},
+    "omniglot_cross_alphabet": {**_OMNIGLOT, "ways": 5, "shots": 1, "queries": 1,
+                                "protocol": "cross_alphabet"},
     "omniglot_20w1s": {**_OMNIGLOT, "ways": 20, "shots": 1, "queries": 1, "inner_lr": 0.1,
                        "meta_batch_size": 16, "inner_steps": 5},
     "mini_imagenet_5w1s": {**_MINI, "ways": 5, "shots": 1},
@@ -157,3 +173,33 @@ def default_config(dataset: str) -> Config:
     if preset is None:
         return Config(dataset=dataset)
     return Config.from_dict({**PRESETS[preset], "dataset": dataset}, source=f"preset {preset}")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, exclude=()) -> None:
+    """One ``--key`` flag per Config field (``--no-key`` for booleans); unset flags are None."""
+    group = parser.add_argument_group("config keys", "override the preset or --config file; "
+                                      "defaults come from the dataset's preset")
+    for field in dataclasses.fields(Config):
+        if field.name in exclude:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        kind = type(field.default)
+        if kind is bool:
+            group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
+                               default=None)
+        else:
+            group.add_argument(flag, dest=field.name, type=kind, default=None,
+                               choices=CHOICES.get(field.name),
+                               metavar=None if field.name in CHOICES else field.name.upper())
+
+
+def config_from_args(args: argparse.Namespace, base: Config) -> Config:
+    """``base`` with every config flag that was given applied."""
+    changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+               if getattr(args, f.name, None) is not None}
+    return base.replace(**changes)
+
+
+def base_config(config: str | None, dataset: str | None) -> Config:
+    """``--config`` if given, else the dataset's default preset."""
+    return load_config(config) if config else default_config(dataset or "omniglot")

@@ -18,6 +18,7 @@ from metagna_tf.checkpoints import load_trained
 from metagna_tf.data import EpisodeSampler, EpisodeSpec, load_pool
 from metagna_tf.data.episodes import ClassPool
 from metagna_tf.metrics import mean_ci95
+from metagna_tf.preprocessing import to_model_input
 
 EVAL_STREAM = 2
 
@@ -35,8 +36,8 @@ def episode_accuracies(model, sampler: EpisodeSampler, episodes: int, steps: int
     for b in range(math.ceil(episodes / batch_size)):
         n = min(batch_size, episodes - b * batch_size)
         sx, sy, qx, qy = sampler.sample_batch(np.random.default_rng([seed, EVAL_STREAM, b]), n)
-        batch = {"support_x": tf.constant(sx, dtype) / 255, "support_y": tf.constant(sy),
-                 "query_x": tf.constant(qx, dtype) / 255, "query_y": tf.constant(qy)}
+        batch = {"support_x": to_model_input(sx, dtype), "support_y": tf.constant(sy),
+                 "query_x": to_model_input(qx, dtype), "query_y": tf.constant(qy)}
         accs.append(run(batch).numpy())
     return np.concatenate(accs)
 
@@ -49,7 +50,9 @@ def evaluate_workdir(workdir, *, dataset=None, data_dir=None, split="test", epis
     config = model.config
     dataset = dataset or config.dataset
     spec = EpisodeSpec(ways or config.ways, shots or config.shots, queries or config.queries)
-    steps = inner_steps or config.inner_steps_test
+    steps = config.inner_steps_test if inner_steps is None else inner_steps
+    if steps < 0:
+        raise ValueError(f"inner steps must be at least 0, got {steps}")
     if episodes < 1:
         raise ValueError(f"--episodes must be at least 1, got {episodes}")
     if pool is None:

@@ -1,40 +1,62 @@
-"""Adapt a trained model to a folder of labelled support images and classify new images.
+"""Adapt a trained model to labelled support images and classify new images.
 
-The support folder holds one subfolder per class (its name is the class
-name) with images of any common format, colour mode and size; each image goes
-through the same conversion as the training data (``data.images``).
+The support images arrive either as a folder with one subfolder per class (its
+name is the class name; ``read_support``) or in memory (``support_arrays``, used
+by the app and the REST client). Every image goes through the conversion of the
+training data (``data.images``, then ``preprocessing.to_model_input``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from metagna_tf.algorithms.inner_loop import query_logits
+from metagna_tf.algorithms.inner_loop import Adaptation
 from metagna_tf.checkpoints import load_trained
 from metagna_tf.data import image_options
 from metagna_tf.data.images import is_image_file, load_image
+from metagna_tf.preprocessing import to_model_input
+
+
+def support_arrays(images_by_class: Mapping[str, Sequence[np.ndarray]]
+                   ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``{class name: [uint8 (H, W, C) images]}`` -> (class names, support_x, support_y).
+
+    Labels follow the mapping's order. Needs at least 2 classes, every class with at
+    least one image, all images of one shape.
+    """
+    classes = list(images_by_class)
+    if len(classes) < 2:
+        raise ValueError(f"needs at least 2 classes, got {len(classes)} ({classes})")
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        arrays = list(images_by_class[name])
+        if not arrays:
+            raise ValueError(f"class {name!r} has no images")
+        images += arrays
+        labels += [label] * len(arrays)
+    shapes = {np.shape(a) for a in images}
+    if len(shapes) != 1:
+        raise ValueError(f"support images differ in shape: {sorted(shapes)}")
+    return classes, np.stack(images).astype(np.uint8), np.asarray(labels, np.int32)
 
 
 def read_support(support_dir: str | Path, options: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """A folder of class subfolders (sorted by name) -> (class names, support_x, support_y)."""
     root = Path(support_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"--support {root}: no such directory")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(classes) < 2:
-        raise ValueError(f"--support {root}: needs at least 2 class subfolders, found "
-                         f"{len(classes)} ({classes})")
-    images, labels = [], []
-    for label, name in enumerate(classes):
-        files = sorted(p for p in (root / name).iterdir() if p.is_file() and is_image_file(p))
-        if not files:
-            raise ValueError(f"--support {root / name}: class folder has no image files")
-        for path in files:
-            images.append(load_image(path, **options))
-            labels.append(label)
-    return classes, np.stack(images), np.asarray(labels, np.int32)
+        raise FileNotFoundError(f"{root}: no such directory")
+    by_class = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+        by_class[folder.name] = [load_image(path, **options) for path in files]
+    try:
+        return support_arrays(by_class)
+    except ValueError as err:
+        raise ValueError(f"{root}: {err} (one subfolder of images per class)") from err
 
 
 def expand_queries(paths) -> list[Path]:
@@ -45,19 +67,39 @@ def expand_queries(paths) -> list[Path]:
         elif p.is_file():
             out.append(p)
         else:
-            raise FileNotFoundError(f"--query {p}: no such file or directory")
+            raise FileNotFoundError(f"{p}: no such file or directory")
     if not out:
-        raise ValueError("--query: no image files given")
+        raise ValueError("no query image files given")
     return out
+
+
+def adapt_to_support(model, support_x, support_y, steps: int, num_classes: int | None = None
+                     ) -> Adaptation:
+    """Adapt to uint8 support images with labels ``0..num_classes-1``."""
+    support_y = np.asarray(support_y, np.int32)
+    num_classes = int(num_classes or support_y.max() + 1)
+    return model.adapt(to_model_input(support_x, model.config.dtype), tf.constant(support_y),
+                       steps, ways=num_classes)
+
+
+def classify_images(model, adaptation: Adaptation, images) -> np.ndarray:
+    """Class probabilities of uint8 images under an adaptation."""
+    logits = model.classify(adaptation, to_model_input(images, model.config.dtype))
+    return tf.nn.softmax(logits).numpy()
 
 
 def predict(model, support_x, support_y, query_x, steps: int) -> np.ndarray:
     """Class probabilities of ``query_x`` (uint8 images) after adapting to the support set."""
-    dtype = model.config.dtype
-    sx = tf.constant(support_x, dtype) / 255
-    fast, _ = model.adapt(sx, tf.constant(support_y), steps, ways=int(np.max(support_y)) + 1)
-    logits = query_logits(model.backbone, fast, sx, tf.constant(query_x, dtype) / 255)
-    return tf.nn.softmax(logits).numpy()
+    return classify_images(model, adapt_to_support(model, support_x, support_y, steps), query_x)
+
+
+def prediction_json(classes: Sequence[str], files: Sequence, probabilities, inner_steps: int
+                    ) -> dict:
+    """The JSON that ``metagna_tf.predict``, the REST client and ``onnx_predict`` print."""
+    return {"classes": list(classes), "inner_steps": int(inner_steps), "predictions": [
+        {"file": str(path), "label": classes[int(np.argmax(p))],
+         "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)}}
+        for path, p in zip(files, probabilities, strict=True)]}
 
 
 def predict_folder(workdir, support_dir, query_paths, inner_steps=None,
@@ -67,9 +109,6 @@ def predict_folder(workdir, support_dir, query_paths, inner_steps=None,
     classes, support_x, support_y = read_support(support_dir, options)
     files = expand_queries(query_paths)
     query_x = np.stack([load_image(p, **options) for p in files])
-    steps = inner_steps or model.config.inner_steps_test
+    steps = model.config.inner_steps_test if inner_steps is None else inner_steps
     probs = predict(model, support_x, support_y, query_x, steps)
-    return {"classes": classes, "inner_steps": steps, "predictions": [
-        {"file": str(path), "label": classes[int(np.argmax(p))],
-         "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)}}
-        for path, p in zip(files, probs, strict=True)]}
+    return prediction_json(classes, files, probs, steps)

@@ -37,7 +37,7 @@ def check_workdir_config(workdir: Path, config: Config) -> None:
     path = workdir / CONFIG_FILE
     if not path.is_file():
         return
-    old = json.loads(path.read_text())
+    old = Config.from_dict(json.loads(path.read_text()), source=str(path)).to_dict()  # + defaults
     new = config.to_dict()
     changed = {k: (old.get(k), new[k]) for k in new
                if old.get(k) != new[k] and k not in RESUMABLE_CHANGES}

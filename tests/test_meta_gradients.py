@@ -9,10 +9,10 @@ import tensorflow as tf
 
 from metagna_tf.algorithms.gna import GNAUpdate, per_sample_norms
 from metagna_tf.algorithms.inner_loop import (
+    classify,
     frozen_stats_sample_norms,
     init_fast_weights,
     per_sample_losses,
-    query_logits,
     support_gradients,
 )
 from metagna_tf.algorithms.maml import MetaLearner
@@ -115,7 +115,8 @@ def test_first_order_equals_stop_gradient_copy():
             fast = [f - config.inner_lr * g for f, g in zip(fast, inner.gradient(loss, fast),
                                                                 strict=True)]
         fast = [f0 + tf.stop_gradient(f - f0) for f0, f in zip(fast0, fast, strict=True)]
-        logits = query_logits(backbone, fast, sx, qx)
+        _, stats = backbone.forward(fast[:-2], sx, return_stats=True)
+        logits = classify(backbone, fast, stats, qx)
         query_loss = tf.reduce_mean(
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=qy, logits=logits))
     expected = tape.gradient(query_loss, variables)
@@ -132,10 +133,11 @@ def test_metagna_with_neutral_arbiter_is_maml():
         a.assign(b.numpy())
     data = random_episode(config, seed=5)
     sx, sy, qx, qy = task(data)
-    fast_maml, _ = maml.adapt(sx, sy, steps=3)
-    fast_gna, scales = gna.adapt(sx, sy, steps=3)
-    np.testing.assert_array_equal(scales.numpy(), 1.0)
-    for a, b in zip(fast_gna, fast_maml, strict=True):
+    adapted_maml = maml.adapt(sx, sy, steps=3)
+    adapted_gna = gna.adapt(sx, sy, steps=3)
+    np.testing.assert_array_equal(adapted_gna.scales.numpy(), 1.0)
+    flat = [tf.nest.flatten(a.fast + a.stats) for a in (adapted_gna, adapted_maml)]
+    for a, b in zip(*flat, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-12)
     args = [tf.constant(data[k]) for k in ("support_x", "support_y", "query_x", "query_y")]
     g_maml = maml.meta_gradients(*args)[3]
@@ -213,9 +215,13 @@ def test_adapting_lowers_the_support_loss(algorithm):
     theta = [tf.convert_to_tensor(p.value) for p in model.backbone.params]
     before = float(tf.reduce_mean(per_sample_losses(
         model.backbone, init_fast_weights(model.backbone, theta, sx, sy, config.ways), sx, sy)))
-    fast, _ = model.adapt(sx, sy, steps=5)
-    after = float(tf.reduce_mean(per_sample_losses(model.backbone, fast, sx, sy)))
+    adapted = model.adapt(sx, sy, steps=5)
+    after = float(tf.reduce_mean(per_sample_losses(model.backbone, adapted.fast, sx, sy)))
     assert after < before
+    # the reported trace: the loss before each step and after the last
+    trace = adapted.support_losses.numpy()
+    assert trace.shape == (6,) and adapted.scales.shape == (5, len(model.tensor_names))
+    np.testing.assert_allclose([trace[0], trace[-1]], [before, after], rtol=1e-5)
 
 
 def test_prototype_head_gives_backbone_gradients_at_the_first_step():
@@ -238,10 +244,10 @@ def test_query_prediction_is_the_same_alone_and_in_a_batch():
     config = tiny_config(dtype="float32", activation="relu", downsample="stride", queries=3)
     model = MetaLearner(config)
     sx, sy, qx, _ = task(random_episode(config, seed=10))
-    fast, _ = model.adapt(sx, sy, steps=2)
-    batch = query_logits(model.backbone, fast, sx, qx).numpy()
+    adapted = model.adapt(sx, sy, steps=2)
+    batch = model.classify(adapted, qx).numpy()
     for i in range(int(qx.shape[0])):
-        alone = query_logits(model.backbone, fast, sx, qx[i:i + 1]).numpy()
+        alone = model.classify(adapted, qx[i:i + 1]).numpy()
         np.testing.assert_allclose(alone[0], batch[i], rtol=1e-5, atol=1e-6)
 
 

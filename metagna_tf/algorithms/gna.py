@@ -88,9 +88,10 @@ class GNAUpdate:
         self.arbiter = arbiter
         self.direction = direction
         self.sample_grads = sample_grads
+        self.uses_features = arbiter is not None and getattr(arbiter, "uses_features", True)
         self.needs_sample_grads = direction == "sample" or (
-            arbiter is not None and sample_grads == "jacobian")
-        self.needs_sample_norms = arbiter is not None and sample_grads == "frozen_stats"
+            self.uses_features and sample_grads == "jacobian")
+        self.needs_sample_norms = self.uses_features and sample_grads == "frozen_stats"
 
     def features(self, *, step, params, norms, losses, sample_grads, sample_norms):
         """The Arbiter's input at this step (a hook: tests freeze it for finite differences)."""
@@ -108,8 +109,11 @@ class GNAUpdate:
         if self.arbiter is None:
             new = [p - self.inner_lr * d for p, d in zip(params, units, strict=True)]
             return new, tf.ones([len(params)], dtype=params[0].dtype)
-        features = self.features(step=step, params=params, norms=norms, losses=losses,
-                                 sample_grads=sample_grads, sample_norms=sample_norms)
+        # a feature-free scale (LSLR, the embeddings-only Arbiter) computes no features
+        features = tf.zeros([len(params), NUM_FEATURES], params[0].dtype)
+        if self.uses_features:
+            features = self.features(step=step, params=params, norms=norms, losses=losses,
+                                     sample_grads=sample_grads, sample_norms=sample_norms)
         scales = tf.cast(self.arbiter(features, step=step), params[0].dtype)
         new = [p - self.inner_lr * scales[i] * norms[i] * units[i]
                for i, p in enumerate(params)]

@@ -9,6 +9,7 @@ outer loop differentiates through everything (second order) unless
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -19,6 +20,15 @@ import tensorflow as tf
 # None unless ``needs_sample_norms = True``; ``scales`` is a vector with one gradient-norm
 # scale per tensor (ones for plain SGD).
 UpdateRule = Callable[..., tuple[list, tf.Tensor]]
+
+
+class Adaptation(NamedTuple):
+    """What adapting to one support set yields; ``classify`` needs only ``fast`` and ``stats``."""
+
+    fast: list  # adapted backbone tensors, then the head [W, b]
+    stats: list  # per block (mean, variance) of the support set under ``fast``
+    scales: tf.Tensor  # (steps, num_tensors) gradient-norm scales applied (ones for SGD)
+    support_losses: tf.Tensor  # (steps + 1,) mean support loss before each step and after the last
 
 
 def prototype_head(features, labels, ways):
@@ -33,9 +43,9 @@ def prototype_head(features, labels, ways):
     return 2.0 * tf.transpose(prototypes), -tf.reduce_sum(tf.square(prototypes), axis=-1)
 
 
-def logits_of(backbone, fast, x, n_stats=None):
-    """Logits of ``x`` under fast weights; BatchNorm statistics from ``x[:n_stats]``."""
-    features = backbone.forward(fast[:-2], x, n_stats=n_stats)
+def logits_of(backbone, fast, x):
+    """Logits of ``x`` under fast weights, BatchNorm statistics from ``x`` itself (the support set)."""
+    features = backbone.forward(fast[:-2], x)
     return tf.matmul(features, fast[-2]) + fast[-1]
 
 
@@ -92,19 +102,20 @@ def frozen_stats_sample_norms(backbone, fast, x, y):
 
 
 def adapt(backbone, params: Sequence, support_x, support_y, ways, *, steps: int,
-          update: UpdateRule, first_order: bool = False):
+          update: UpdateRule, first_order: bool = False) -> Adaptation:
     """Adapt ``params`` (backbone tensors) to the support set.
 
-    Returns ``(fast, scales)``: the adapted backbone + head tensors and a
-    ``(steps, num_tensors)`` tensor of the gradient-norm scales applied.
+    After the last step, one forward pass over the support set gives the BatchNorm
+    statistics that ``classify`` applies to any image (and the final support loss).
     """
     per_sample = getattr(update, "needs_sample_grads", False)
     per_sample_norms = getattr(update, "needs_sample_norms", False)
     fast = init_fast_weights(backbone, params, support_x, support_y, ways)
-    all_scales = []
+    all_scales, support_losses = [], []
     for step in range(steps):
         losses, grads, sample_grads = support_gradients(backbone, fast, support_x, support_y,
                                                         per_sample)
+        support_losses.append(tf.reduce_mean(losses))
         if first_order:
             grads = [tf.stop_gradient(g) for g in grads]
             if sample_grads is not None:
@@ -114,14 +125,24 @@ def adapt(backbone, params: Sequence, support_x, support_y, ways, *, steps: int,
         fast, scales = update(step=step, params=fast, grads=grads, losses=losses,
                               sample_grads=sample_grads, sample_norms=sample_norms)
         all_scales.append(scales)
-    return fast, tf.stack(all_scales)
+    features, stats = backbone.forward(fast[:-2], support_x, return_stats=True)
+    logits = tf.matmul(features, fast[-2]) + fast[-1]
+    support_losses.append(tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=support_y, logits=logits)))
+    scales = (tf.stack(all_scales) if all_scales
+              else tf.zeros([0, len(fast)], dtype=fast[0].dtype))
+    return Adaptation(fast, stats, scales, tf.stack(support_losses))
 
 
-def query_logits(backbone, fast, support_x, query_x):
-    """Query logits with BatchNorm statistics of the support set (one forward pass)."""
-    n_support = tf.shape(support_x)[0]
-    x = tf.concat([support_x, query_x], axis=0)
-    return logits_of(backbone, fast, x, n_stats=n_support)[n_support:]
+def classify(backbone, fast, stats, images):
+    """Logits of ``images`` (model input) under adapted ``fast`` weights and support ``stats``.
+
+    The one inference path: training's query loss, evaluation, prediction, the
+    SavedModel's signatures and the folded exports compute these logits. A row's
+    logits depend on that row only.
+    """
+    features = backbone.forward(fast[:-2], images, stats=stats)
+    return tf.matmul(features, fast[-2]) + fast[-1]
 
 
 def sgd_update(inner_lr: float) -> UpdateRule:

@@ -19,9 +19,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from metagna_tf.algorithms import make_update_rule
-from metagna_tf.algorithms.inner_loop import adapt, query_logits
-from metagna_tf.arbiter import Arbiter
+from metagna_tf.algorithms import make_scale_network, make_update_rule
+from metagna_tf.algorithms.inner_loop import Adaptation, adapt, classify
 from metagna_tf.config import Config
 from metagna_tf.models import build_backbone
 
@@ -53,12 +52,8 @@ class MetaLearner(keras.Model):
         config = self.config
         self.backbone = build_backbone(config)
         self.tensor_names = self.backbone.param_names + ["head_kernel", "head_bias"]
-        self.arbiter = None
-        if config.algorithm == "metagna":
-            self.arbiter = Arbiter(len(self.tensor_names), num_steps=config.inner_steps,
-                                   hidden=config.arbiter_hidden, embed_dim=config.arbiter_embed,
-                                   a_min=config.arbiter_a_min, a_max=config.arbiter_a_max,
-                                   dtype=config.dtype, name="arbiter")
+        # the Arbiter (metagna) or the learned step sizes (maml_lslr); None otherwise
+        self.arbiter = make_scale_network(config, len(self.tensor_names))
         self.update_rule = make_update_rule(config, self.arbiter)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
@@ -70,8 +65,8 @@ class MetaLearner(keras.Model):
 
     # ---- one task -------------------------------------------------------------------
     def adapt(self, support_x, support_y, steps: int, first_order: bool = False,
-              ways: int | None = None):
-        """Fast weights (backbone + head) adapted to one support set, and the scales used.
+              ways=None) -> Adaptation:
+        """Adapt the meta-learned initialization to one support set (model-input images).
 
         ``ways`` (the number of classes) is read from the labels when None; pass it when
         known, as XLA needs it as a compile-time constant.
@@ -83,17 +78,24 @@ class MetaLearner(keras.Model):
         return adapt(self.backbone, params, support_x, support_y, ways, steps=steps,
                      update=self.update_rule, first_order=first_order)
 
+    def classify(self, adaptation: Adaptation, images):
+        """Logits of ``images`` (model input) under an adaptation (see ``inner_loop.classify``)."""
+        return classify(self.backbone, adaptation.fast, adaptation.stats,
+                        tf.cast(images, self.config.dtype))
+
     def task_outputs(self, support_x, support_y, query_x, query_y, steps: int,
                      first_order: bool = False, ways: int | None = None):
         """Query loss, query accuracy and mean scale per tensor for one episode."""
-        fast, scales = self.adapt(support_x, support_y, steps, first_order, ways)
-        logits = query_logits(self.backbone, fast, tf.cast(support_x, self.config.dtype),
-                              tf.cast(query_x, self.config.dtype))
+        adaptation = self.adapt(support_x, support_y, steps, first_order, ways)
+        logits = self.classify(adaptation, query_x)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=query_y, logits=logits))
         correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=query_y.dtype), query_y),
                           loss.dtype)
-        return loss, tf.reduce_mean(correct), tf.reduce_mean(scales, axis=0)
+        scales = adaptation.scales
+        mean_scales = (tf.reduce_mean(scales, axis=0) if steps > 0
+                       else tf.ones([len(self.tensor_names)], loss.dtype))
+        return loss, tf.reduce_mean(correct), mean_scales
 
     def meta_gradients(self, support_x, support_y, query_x, query_y):
         """Mean query loss, accuracy, scales and meta-gradients over a meta-batch."""
@@ -154,11 +156,11 @@ class MetaLearner(keras.Model):
         return [self.loss_tracker, self.accuracy_tracker, *self.scale_trackers]
 
     def call(self, inputs):
-        """Query logits of one episode: ``{"support_x", "support_y", "query_x"}``."""
-        fast, _ = self.adapt(inputs["support_x"], inputs["support_y"],
-                             self.config.inner_steps_test)
-        return query_logits(self.backbone, fast, tf.cast(inputs["support_x"], self.config.dtype),
-                            tf.cast(inputs["query_x"], self.config.dtype))
+        """Query logits of one episode ``{"support_x", "support_y", "query_x"}`` (model input)
+        after ``inner_steps_test`` inner steps."""
+        adaptation = self.adapt(inputs["support_x"], inputs["support_y"],
+                                self.config.inner_steps_test)
+        return self.classify(adaptation, inputs["query_x"])
 
     def get_config(self):
         return {**super().get_config(), "config": self.config.to_dict()}

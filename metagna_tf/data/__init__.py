@@ -36,8 +36,14 @@ def source(dataset: str):
 def load_pool(dataset: str, split: str, config, data_dir=None) -> ClassPool:
     """The images of ``split`` of ``dataset``, converted to the model's input (size, channels)."""
     rotations = bool(getattr(config, "rotations", False)) and split == config.train_split
+    protocol = getattr(config, "protocol", "standard")
+    extra = {}
+    if protocol != "standard":
+        if dataset != "omniglot":
+            raise ValueError(f"protocol {protocol!r} is defined for omniglot only, not {dataset!r}")
+        extra["protocol"] = protocol
     return source(dataset).load(resolve_data_dir(data_dir), split, image_size=config.image_size,
-                                channels=config.channels, rotations=rotations)
+                                channels=config.channels, rotations=rotations, **extra)
 
 
 def image_options(config) -> dict:

@@ -13,6 +13,8 @@ import logging
 import numpy as np
 import tensorflow as tf
 
+from metagna_tf.preprocessing import to_model_input
+
 log = logging.getLogger(__name__)
 
 
@@ -20,7 +22,7 @@ log = logging.getLogger(__name__)
 class ClassPool:
     """Images of one split: ``images[class_indices[c]]`` are class ``c``'s images.
 
-    ``images`` is uint8 ``(N, H, W, C)``; ``value / 255`` is the model input.
+    ``images`` is uint8 ``(N, H, W, C)``; ``preprocessing.to_model_input`` makes it model input.
     """
 
     images: np.ndarray
@@ -118,9 +120,8 @@ class EpisodeSampler:
             qx.set_shape([meta_batch_size, nq, *shape])
             sy.set_shape([meta_batch_size, ns])
             qy.set_shape([meta_batch_size, nq])
-            scale = tf.constant(1 / 255, dtype)
-            return {"support_x": tf.cast(sx, dtype) * scale, "support_y": sy,
-                    "query_x": tf.cast(qx, dtype) * scale, "query_y": qy}
+            return {"support_x": to_model_input(sx, dtype), "support_y": sy,
+                    "query_x": to_model_input(qx, dtype), "query_y": qy}
 
         indices = (tf.data.Dataset.counter(start, dtype=tf.int64) if count is None
                    else tf.data.Dataset.range(start, start + count))

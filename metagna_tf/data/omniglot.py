@@ -14,6 +14,14 @@ Class splits (deterministic, documented in docs/method.md):
   (made by ``tools/make_omniglot_split.py``: ~70/10/20 by character,
   stratified by alphabet).
 
+``protocol="cross_alphabet"``: no alphabet is shared between training and
+validation/test. With the evaluation set present this is the standard split
+above; with the minimal sets only, ``splits/omniglot_cross_alphabet.json``:
+training on the alphabets of ``images_background_small1`` (Balinese,
+Early_Aramaic, Greek, Korean, Latin), validation and test on the alphabets
+found only in ``images_background_small2`` (Japanese_(katakana), Sanskrit,
+Tagalog), split between them by character, stratified by alphabet.
+
 Images become ``image_size`` squares with strokes as 1 on 0; training
 classes get 90/180/270-degree rotations as new classes when ``rotations``.
 """
@@ -100,9 +108,16 @@ def read_characters(data_dir: Path, image_size: int):
     return {s: {k: np.stack(v) for k, v in sorted(chars.items())} for s, chars in images.items()}
 
 
-def split_file() -> dict[str, list[str]]:
-    text = resources.files("metagna_tf.data").joinpath("splits/omniglot_minimal.json").read_text()
-    return json.loads(text)
+SPLIT_FILES = {"standard": "splits/omniglot_minimal.json",
+               "cross_alphabet": "splits/omniglot_cross_alphabet.json"}
+
+
+def split_file(protocol: str = "standard") -> dict[str, list[str]]:
+    if protocol not in SPLIT_FILES:
+        raise ValueError(f"omniglot: unknown protocol {protocol!r}; expected one of "
+                         f"{sorted(SPLIT_FILES)}")
+    return json.loads(resources.files("metagna_tf.data").joinpath(SPLIT_FILES[protocol])
+                      .read_text())
 
 
 def every_tenth_val(keys: list[str]) -> tuple[list[str], list[str]]:
@@ -117,7 +132,8 @@ def every_tenth_val(keys: list[str]) -> tuple[list[str], list[str]]:
     return train, val
 
 
-def split_characters(by_set: dict[str, dict[str, np.ndarray]], split: str) -> dict[str, np.ndarray]:
+def split_characters(by_set: dict[str, dict[str, np.ndarray]], split: str,
+                     protocol: str = "standard") -> dict[str, np.ndarray]:
     if split not in ("train", "val", "test", "all"):
         raise ValueError(f"omniglot: unknown split {split!r}; expected train, val, test or all")
     everything = {k: v for chars in by_set.values() for k, v in chars.items()}
@@ -130,7 +146,7 @@ def split_characters(by_set: dict[str, dict[str, np.ndarray]], split: str) -> di
                       for k, v in chars.items()}
         train, val = every_tenth_val(list(background))
         return {k: background[k] for k in (train if split == "train" else val)}
-    keys = split_file()[split]
+    keys = split_file(protocol)[split]
     missing = [k for k in keys if k not in everything]
     if missing:
         log.warning("omniglot: %d character(s) of the committed %s split are not in the data "
@@ -161,11 +177,11 @@ def _tfds_characters(image_size: int) -> dict[str, dict[str, np.ndarray]]:
 
 
 def load(data_dir: Path | None, split: str, *, image_size: int = 28, channels: int = 1,
-         rotations: bool = False) -> ClassPool:
+         rotations: bool = False, protocol: str = "standard") -> ClassPool:
     if channels != 1:
         raise ValueError(f"omniglot: images are greyscale, so channels must be 1 (got {channels})")
     by_set = read_characters(data_dir, image_size) if data_dir else _tfds_characters(image_size)
-    chars = split_characters(by_set, split)
+    chars = split_characters(by_set, split, protocol)
     if not chars:
         raise ValueError(f"omniglot: split {split!r} has no characters in {data_dir}")
     images, indices, names = [], [], []

@@ -16,9 +16,15 @@ instead of using Keras layers:
 
 Convolutions have no bias: BatchNorm's mean subtraction cancels it and its
 gradient would be exactly zero.
+
+An adapted classifier's statistics are constants, so BatchNorm folds into the
+convolution (``fold_batchnorm``, ``conv4_folded_forward``): the forward-only
+form that the ONNX and TFLite exports carry.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import keras
 import tensorflow as tf
@@ -63,16 +69,81 @@ def conv4_forward(params, x, *, downsample: str, activation: str, feature_reduce
             for key, value in (("conv_in", conv_in), ("xhat", xhat), ("inv_std", inv_std),
                                ("bn_out", h)):
                 taps.setdefault(key, []).append(value)
-        h = act(h)
-        if downsample == "maxpool":
-            h = tf.nn.max_pool2d(h, 2, 2, "VALID")
-        elif downsample == "avgpool":
-            h = tf.nn.avg_pool2d(h, 2, 2, "VALID")
-    if feature_reduce == "mean":
-        features = tf.reduce_mean(h, axis=[1, 2])
-    else:
-        features = tf.reshape(h, [tf.shape(h)[0], -1])
+        h = _downsample(act(h), downsample)
+    features = _reduce(h, feature_reduce)
     return (features, used_stats) if return_stats else features
+
+
+def _downsample(h, downsample: str):
+    if downsample == "maxpool":
+        return tf.nn.max_pool2d(h, 2, 2, "VALID")
+    if downsample == "avgpool":
+        return tf.nn.avg_pool2d(h, 2, 2, "VALID")
+    return h
+
+
+def _reduce(h, feature_reduce: str):
+    if feature_reduce == "mean":
+        return tf.reduce_mean(h, axis=[1, 2])
+    return tf.reshape(h, [tf.shape(h)[0], -1])
+
+
+def fold_batchnorm(params, stats, bn_eps: float) -> list:
+    """Fold fixed BatchNorm statistics into the convolutions.
+
+    ``BN(conv(x, K)) = conv(x, K * s) + (beta - mean * s)`` with ``s = gamma / sqrt(var + eps)``
+    per output channel. Returns ``[kernel, bias] * 4``.
+    """
+    folded = []
+    for block in range(BLOCKS):
+        kernel, gamma, beta = params[3 * block: 3 * block + 3]
+        mean, var = stats[block]
+        scale = gamma * tf.math.rsqrt(var + bn_eps)
+        folded += [kernel * scale, beta - mean * scale]
+    return folded
+
+
+def conv4_folded_forward(folded, x, *, downsample: str, activation: str, feature_reduce: str):
+    """Features of ``x`` under ``fold_batchnorm``'s ``[kernel, bias] * 4`` (inference only)."""
+    act = _ACTIVATIONS[activation]
+    stride = 2 if downsample == "stride" else 1
+    h = x
+    for block in range(BLOCKS):
+        kernel, bias = folded[2 * block: 2 * block + 2]
+        h = tf.nn.bias_add(tf.nn.conv2d(h, kernel, strides=stride, padding="SAME"), bias)
+        h = _downsample(act(h), downsample)
+    return _reduce(h, feature_reduce)
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv4Spec:
+    """Conv-4's settings and functional forwards, without variables.
+
+    What the inner loop needs of a backbone (``forward``, ``sample_grad_norms``); the
+    ``Conv4`` layer delegates to one, and an export holds one beside its own variables.
+    """
+
+    downsample: str = "stride"
+    activation: str = "relu"
+    feature_reduce: str = "mean"
+    bn_eps: float = 1e-3
+
+    def forward(self, params, x, n_stats=None, stats=None, return_stats=False, taps=None,
+                freeze_stats=False):
+        return conv4_forward(params, x, downsample=self.downsample, activation=self.activation,
+                             feature_reduce=self.feature_reduce, bn_eps=self.bn_eps,
+                             n_stats=n_stats, stats=stats, return_stats=return_stats, taps=taps,
+                             freeze_stats=freeze_stats)
+
+    def sample_grad_norms(self, params, taps, bn_out_grads):
+        return conv4_sample_grad_norms(params, taps, bn_out_grads, self.downsample)
+
+    def fold(self, params, stats) -> list:
+        return fold_batchnorm(params, stats, self.bn_eps)
+
+    def folded_forward(self, folded, x):
+        return conv4_folded_forward(folded, x, downsample=self.downsample,
+                                    activation=self.activation, feature_reduce=self.feature_reduce)
 
 
 def conv4_sample_grad_norms(params, taps: dict, bn_out_grads, downsample: str):
@@ -157,21 +228,26 @@ class Conv4(keras.layers.Layer):
                 self.add_weight(shape=(filters,), initializer="zeros", name=f"bn{block + 1}_beta"),
             ]
             cin = filters
+        # Also as attributes: TensorFlow checkpoints see a Keras layer's variables through its
+        # attributes, not through a list such as ``params`` (checkpoints written before this
+        # held the backbone only through the optimizer; checkpoints.load_trained reads both).
+        for param in self.params:
+            setattr(self, param.name, param)
         self.built = True
 
     @property
     def param_names(self) -> list[str]:
         return [p.name for p in self.params]
 
-    def forward(self, params, x, n_stats=None, stats=None, return_stats=False, taps=None,
-                freeze_stats=False):
-        return conv4_forward(params, x, downsample=self.downsample, activation=self.activation,
-                             feature_reduce=self.feature_reduce, bn_eps=self.bn_eps,
-                             n_stats=n_stats, stats=stats, return_stats=return_stats, taps=taps,
-                             freeze_stats=freeze_stats)
+    @property
+    def spec(self) -> Conv4Spec:
+        return Conv4Spec(self.downsample, self.activation, self.feature_reduce, self.bn_eps)
+
+    def forward(self, params, x, **kwargs):
+        return self.spec.forward(params, x, **kwargs)
 
     def sample_grad_norms(self, params, taps, bn_out_grads):
-        return conv4_sample_grad_norms(params, taps, bn_out_grads, self.downsample)
+        return self.spec.sample_grad_norms(params, taps, bn_out_grads)
 
     def call(self, x):
         return self.forward([p.value for p in self.params], tf.cast(x, self.compute_dtype))
