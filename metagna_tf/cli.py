@@ -23,6 +23,6 @@ def run(main: Callable[[], None]) -> None:
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(3)
-    except (ValueError, FileNotFoundError, ImageError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, ConnectionError, ImageError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -63,3 +63,59 @@ def pytest_collection_modifyitems(config, items):
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in kept])
         items[:] = kept
+
+
+# ---- a trained model and real support/query images, shared by the serving and app tests ----
+SERVING_CONFIG = dict(dataset="omniglot", algorithm="metagna", ways=5, shots=1, queries=1,
+                      filters=32, meta_batch_size=8, iterations=40, checkpoint_every=20,
+                      val_episodes=16, inner_lr=0.1, inner_steps=1, inner_steps_test=3)
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(omniglot_dir, tmp_path_factory) -> Path:
+    """A Meta-GNA model trained for 40 iterations on Omniglot (about 15 s)."""
+    from metagna_tf.training import set_global_determinism, train
+
+    work = tmp_path_factory.mktemp("trained") / "metagna"
+    set_global_determinism(0)
+    train(Config(**SERVING_CONFIG), work, omniglot_dir, verbose=0)
+    return work
+
+
+def character_pngs(omniglot_dir: Path, count: int = 5, split: str = "test") -> dict[str, list]:
+    """{character key: [(file name, PNG bytes)] * 20} for ``count`` characters of ``split``."""
+    import zipfile
+
+    from metagna_tf.data.omniglot import split_file
+
+    keys = split_file()[split][:count]
+    out: dict[str, list] = {k: [] for k in keys}
+    for name in ("images_background_small1.zip", "images_background_small2.zip"):
+        with zipfile.ZipFile(omniglot_dir / name) as zf:
+            for member in sorted(zf.namelist()):
+                parts = member.split("/")
+                key = "/".join(parts[-3:-1])
+                if member.endswith(".png") and key in out and len(out[key]) < 20:
+                    out[key].append((parts[-1], zf.read(member)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def support_and_queries(omniglot_dir, tmp_path_factory) -> tuple[Path, list[Path], list[str]]:
+    """5 held-out (test-split) characters: a support folder of 5 PNGs per class, and 5
+    other PNGs per class as queries with their true class names."""
+    root = tmp_path_factory.mktemp("omniglot_task")
+    queries, truth = [], []
+    for key, files in character_pngs(omniglot_dir).items():
+        name = key.replace("/", "_")
+        folder = root / "support" / name
+        folder.mkdir(parents=True)
+        for file_name, data in files[:5]:
+            (folder / file_name).write_bytes(data)
+        for file_name, data in files[5:10]:
+            path = root / "query" / f"{name}__{file_name}"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(data)
+            queries.append(path)
+            truth.append(name)
+    return root / "support", queries, truth

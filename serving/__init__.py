@@ -1,0 +1,1 @@
+"""Deployment of metagna-tf models: SavedModel and ONNX/TFLite exports, REST client, Gradio app."""
