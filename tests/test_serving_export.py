@@ -19,9 +19,10 @@ from metagna_tf.data import image_options
 from metagna_tf.data.images import load_image
 from metagna_tf.prediction import adapt_to_support, predict, read_support
 from serving.export import export_meta_model
+from serving.tf1_loader import LoadedModel
 from serving.versions import read_info
 from tests.conftest import tiny_config
-from tests.tf_serving_stub import LoadedModel, TFServingStub, decode_columnar
+from tests.tf_serving_stub import TFServingStub, decode_columnar
 
 REPO = Path(__file__).resolve().parents[1]
 SAVED_MODEL_CLI = Path(sys.executable).with_name("saved_model_cli")
