@@ -83,35 +83,15 @@ def trained_workdir(omniglot_dir, tmp_path_factory) -> Path:
     return work
 
 
-def character_pngs(omniglot_dir: Path, count: int = 5, split: str = "test") -> dict[str, list]:
-    """{character key: [(file name, PNG bytes)] * 20} for ``count`` characters of ``split``,
-    each from a different alphabet (the first character of each, in sorted order)."""
-    import zipfile
-
-    from metagna_tf.data.omniglot import split_file
-
-    firsts: dict[str, str] = {}
-    for key in sorted(split_file()[split]):
-        firsts.setdefault(key.split("/")[0], key)
-    keys = list(firsts.values())[:count]
-    out: dict[str, list] = {k: [] for k in keys}
-    for name in ("images_background_small1.zip", "images_background_small2.zip"):
-        with zipfile.ZipFile(omniglot_dir / name) as zf:
-            for member in sorted(zf.namelist()):
-                parts = member.split("/")
-                key = "/".join(parts[-3:-1])
-                if member.endswith(".png") and key in out and len(out[key]) < 20:
-                    out[key].append((parts[-1], zf.read(member)))
-    return out
-
-
 @pytest.fixture(scope="session")
 def support_and_queries(omniglot_dir, tmp_path_factory) -> tuple[Path, list[Path], list[str]]:
     """5 held-out (test-split) characters: a support folder of 5 PNGs per class, and 5
     other PNGs per class as queries with their true class names."""
     root = tmp_path_factory.mktemp("omniglot_task")
     queries, truth = [], []
-    for key, files in character_pngs(omniglot_dir).items():
+    from metagna_tf.data.omniglot import character_files
+
+    for key, files in character_files(omniglot_dir).items():
         name = key.replace("/", "_")
         folder = root / "support" / name
         folder.mkdir(parents=True)

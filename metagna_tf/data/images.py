@@ -54,7 +54,14 @@ def decode_image(data: bytes, source: str, size: int, channels: int,
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             return to_model_array(image, size, channels, invert)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        # PIL's guard against decompression bombs (the warning counts when made an error)
+        raise ImageError(f"{source}: too many pixels for an image to classify "
+                         f"(limit {Image.MAX_IMAGE_PIXELS:,})") from err
+    except UnidentifiedImageError as err:  # its message holds a BytesIO repr: say it plainly
+        raise ImageError(f"{source}: not a readable image (unknown format or corrupt "
+                         "data)") from err
+    except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"{source}: not a readable image ({err})") from err
 
 

@@ -196,3 +196,28 @@ def load(data_dir: Path | None, split: str, *, image_size: int = 28, channels: i
     log.info("omniglot %s: %d characters, %d classes, %d images", split, len(chars), len(names),
              start)
     return ClassPool(np.concatenate(images), indices, names)
+
+
+def character_files(data_dir: Path, count: int = 5, split: str = "test", per_character: int = 20
+                    ) -> dict[str, list[tuple[str, bytes]]]:
+    """The raw image files of ``count`` characters of ``split``, each from another alphabet.
+
+    ``{character key: [(file name, encoded bytes)]}`` (the first character of each alphabet,
+    sorted; at most ``per_character`` files each), without decoding anything: examples for
+    the app and real files for tests.
+    """
+    members: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    owner: dict[str, str] = {}
+    for set_name, key, source, read in _members(data_dir):
+        if owner.setdefault(key, set_name) == set_name:
+            members[set_name][key].append((source, read))
+    if not members:
+        raise FileNotFoundError(f"omniglot: no image sets in {data_dir}; {HELP}")
+    keys = split_characters({s: dict(chars) for s, chars in members.items()}, split)
+    firsts: dict[str, str] = {}
+    for key in sorted(keys):
+        firsts.setdefault(key.split("/")[0], key)
+    everything = {k: v for chars in members.values() for k, v in chars.items()}
+    return {key: [(Path(source.split(":")[-1]).name, read()) for source, read in
+                  sorted(everything[key])[:per_character]]
+            for key in list(firsts.values())[:count]}
