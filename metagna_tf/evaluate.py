@@ -19,7 +19,8 @@ def main(argv=None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True)
     p.add_argument("--dataset", help="evaluation dataset (default: the training dataset)")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help="dataset folder (default as for train)")
+    p.add_argument("--download", action="store_true", help="fetch the dataset through TFDS")
     p.add_argument("--split", default="test")
     p.add_argument("--episodes", type=int, default=600)
     p.add_argument("--ways", type=int)
@@ -35,7 +36,7 @@ def main(argv=None) -> None:
                               split=args.split, episodes=args.episodes, ways=args.ways,
                               shots=args.shots, queries=args.queries,
                               inner_steps=args.inner_steps, seed=args.seed,
-                              checkpoint=args.checkpoint)
+                              checkpoint=args.checkpoint, download=args.download)
     print(json.dumps(result))
 
 

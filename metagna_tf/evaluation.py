@@ -44,7 +44,8 @@ def episode_accuracies(model, sampler: EpisodeSampler, episodes: int, steps: int
 
 def evaluate_workdir(workdir, *, dataset=None, data_dir=None, split="test", episodes=600,
                      ways=None, shots=None, queries=None, inner_steps=None, seed=0,
-                     checkpoint="best", pool: ClassPool | None = None) -> dict:
+                     checkpoint="best", pool: ClassPool | None = None,
+                     download: bool = False) -> dict:
     """Evaluate a trained workdir; writes and returns the result JSON."""
     model, info = load_trained(workdir, checkpoint)
     config = model.config
@@ -57,7 +58,7 @@ def evaluate_workdir(workdir, *, dataset=None, data_dir=None, split="test", epis
         raise ValueError(f"--episodes must be at least 1, got {episodes}")
     if pool is None:
         pool = load_pool(dataset, split, config.replace(dataset=dataset, rotations=False),
-                         data_dir)
+                         data_dir, download)
     sampler = EpisodeSampler(pool, spec, source=f"{dataset} {split}")
     accs = episode_accuracies(model, sampler, episodes, steps, seed)
     mean, ci = mean_ci95(accs)

@@ -21,7 +21,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True, help="checkpoints, config.json, metrics, logs")
     p.add_argument("--config", help="a preset name or a JSON file of config keys")
-    p.add_argument("--data-dir", help="dataset folder (default: $METAGNA_DATA_DIR, else TFDS)")
+    p.add_argument("--data-dir", help="dataset folder (default: $METAGNA_DATA_DIR; else TFDS's "
+                   "cached copy; else, for omniglot, the bundled minimal sets)")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the dataset through TFDS (omniglot: the full set; cub)")
     p.add_argument("--split", dest="train_split",
                    help="classes to meta-train on: train (default) or all (cross-domain); "
                    "same as --train-split")
@@ -44,7 +47,8 @@ def main(argv=None) -> None:
     config = config_from_args(args)
     set_global_determinism(config.seed)
     verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
-    last = train(config, args.workdir, data_dir=args.data_dir, verbose=verbose)
+    last = train(config, args.workdir, data_dir=args.data_dir, verbose=verbose,
+                 download=args.download)
     print(json.dumps(last))
 
 

@@ -47,13 +47,14 @@ def check_workdir_config(workdir: Path, config: Config) -> None:
                          "use a new --workdir, or the same flags to resume")
 
 
-def make_samplers(config: Config, data_dir=None) -> tuple[EpisodeSampler, EpisodeSampler | None]:
+def make_samplers(config: Config, data_dir=None, download: bool = False
+                  ) -> tuple[EpisodeSampler, EpisodeSampler | None]:
     spec = EpisodeSpec(config.ways, config.shots, config.queries)
-    train_pool = load_pool(config.dataset, config.train_split, config, data_dir)
+    train_pool = load_pool(config.dataset, config.train_split, config, data_dir, download)
     train = EpisodeSampler(train_pool, spec, source=f"{config.dataset} {config.train_split}")
     val = None
     if config.val_episodes:
-        val_pool = load_pool(config.dataset, "val", config, data_dir)
+        val_pool = load_pool(config.dataset, "val", config, data_dir, download)
         val = EpisodeSampler(val_pool, spec, source=f"{config.dataset} val")
     return train, val
 
@@ -105,11 +106,16 @@ def read_metrics(workdir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def train(config: Config, workdir: str | Path, data_dir=None, verbose="auto") -> dict:
-    """Meta-train into ``workdir`` (resuming if it holds a run); returns the last metrics row."""
+def train(config: Config, workdir: str | Path, data_dir=None, verbose="auto",
+          download: bool = False) -> dict:
+    """Meta-train into ``workdir`` (resuming if it holds a run); returns the last metrics row.
+
+    Data: ``data_dir``, else ``$METAGNA_DATA_DIR``, else TFDS if ``download`` or cached, else
+    (Omniglot) the bundled minimal sets (``data.source_dir``).
+    """
     workdir = Path(workdir)
     check_workdir_config(workdir, config)
-    train_sampler, val_sampler = make_samplers(config, data_dir)
+    train_sampler, val_sampler = make_samplers(config, data_dir, download)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / CONFIG_FILE).write_text(config.to_json() + "\n")
 

@@ -138,19 +138,16 @@ def build_app(model, examples=None, limits=None):
 
 
 def example_source(examples_dir: str | None):
-    """``--examples DIR``, else Omniglot from $METAGNA_DATA_DIR or the bundled sets, else None."""
+    """``--examples DIR``, else Omniglot from $METAGNA_DATA_DIR or the bundled sets."""
     from serving.app_handlers import Examples
 
     if examples_dir:
         return Examples.from_class_folders(Path(examples_dir))
     from metagna_tf.data import resolve_data_dir
+    from metagna_tf.data.omniglot import bundled_dir
 
-    data_dir = resolve_data_dir(None)
-    if data_dir is None:
-        log.info("no examples: pass --examples DIR or set METAGNA_DATA_DIR")
-        return None
     try:
-        return Examples.from_omniglot(data_dir)
+        return Examples.from_omniglot(resolve_data_dir(None) or bundled_dir())
     except (FileNotFoundError, ValueError) as err:
         log.warning("no examples (%s)", err)
         return None
@@ -166,7 +163,7 @@ def main(argv=None) -> None:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--inner-steps", type=int, help="default: the model's test-time steps")
     p.add_argument("--examples", help="folder of class subfolders for the example button "
-                   "(default: Omniglot characters from $METAGNA_DATA_DIR)")
+                   "(default: Omniglot characters from $METAGNA_DATA_DIR or the bundled sets)")
     p.add_argument("--max-file-mb", type=float, default=10.0, help="largest accepted image")
     p.add_argument("--max-pixels", type=int, default=40_000_000,
                    help="PIL's decompression-bomb limit for one image")

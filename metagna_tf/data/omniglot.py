@@ -28,6 +28,7 @@ classes get 90/180/270-degree rotations as new classes when ``rotations``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import zipfile
@@ -45,6 +46,14 @@ log = logging.getLogger(__name__)
 INVERT = True  # black strokes on white -> strokes as 1 on 0
 SETS = ("images_background", "images_background_small1", "images_background_small2",
         "images_evaluation")
+# The two official minimal background zips ship with the package (MIT; see
+# omniglot_minimal/README.md): the offline default when no data folder is given.
+BUNDLED = {
+    "images_background_small1.zip":
+        "f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4",
+    "images_background_small2.zip":
+        "3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f",
+}
 HELP = ("get the official zips (images_background.zip and images_evaluation.zip, or the "
         "minimal images_background_small1/2.zip) from github.com/brendenlake/omniglot "
         "(python/ folder) into a folder and pass --data-dir or set METAGNA_DATA_DIR")
@@ -221,3 +230,19 @@ def character_files(data_dir: Path, count: int = 5, split: str = "test", per_cha
     return {key: [(Path(source.split(":")[-1]).name, read()) for source, read in
                   sorted(everything[key])[:per_character]]
             for key in list(firsts.values())[:count]}
+
+
+def bundled_dir(root: Path | None = None) -> Path:
+    """The package's bundled minimal sets, their sha256 checked (``root`` overrides, for tests)."""
+    root = Path(root) if root is not None else Path(
+        str(resources.files("metagna_tf.data").joinpath("omniglot_minimal")))
+    for name, expected in BUNDLED.items():
+        path = root / name
+        if not path.is_file():
+            raise FileNotFoundError(f"omniglot: the bundled {path} is missing; reinstall "
+                                    f"metagna-tf, or {HELP}")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != expected:
+            raise ValueError(f"omniglot: the bundled {path} is corrupted (sha256 {digest}, "
+                             f"expected {expected}); reinstall metagna-tf, or {HELP}")
+    return root
