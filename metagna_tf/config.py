@@ -56,7 +56,7 @@ class Config:
     algorithm: str = "metagna"
     inner_steps: int = 1
     inner_steps_test: int = 3
-    inner_lr: float = 0.4
+    inner_lr: float = 0.1  # chosen on Omniglot validation (docs/results.md)
     gna_direction: str = "mean"  # mean | sample (experimental, ~n backward passes)
     # per-sample gradients for the Arbiter's features: frozen_stats (BatchNorm statistics
     # held constant; per-layer identities, one extra backward) | jacobian (through the
@@ -127,7 +127,7 @@ class Config:
 
 
 _OMNIGLOT = dict(dataset="omniglot", image_size=28, channels=1, filters=64, downsample="stride",
-                 feature_reduce="mean", inner_lr=0.4, inner_steps=1, inner_steps_test=3,
+                 feature_reduce="mean", inner_lr=0.1, inner_steps=1, inner_steps_test=3,
                  meta_batch_size=32, rotations=True)
 _MINI = dict(dataset="mini_imagenet", image_size=84, channels=3, filters=32, downsample="maxpool",
              feature_reduce="flatten", inner_lr=0.01, inner_steps=5, inner_steps_test=10,

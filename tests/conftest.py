@@ -1,4 +1,4 @@
-"""Shared fixtures: the Omniglot data (via METAGNA_DATA_DIR), tiny configs, quiet TF."""
+"""Shared fixtures: the Omniglot data, tiny configs, a trained model and real images."""
 
 from __future__ import annotations
 
@@ -18,13 +18,19 @@ SHARED_OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
 
 @pytest.fixture(scope="session")
 def omniglot_dir() -> Path:
-    """The official Omniglot zips: $METAGNA_DATA_DIR, else ../shared/data/omniglot."""
+    """The official Omniglot minimal zips: $METAGNA_DATA_DIR, else ../shared/data/omniglot,
+    else the copies bundled with the package (checksums verified)."""
+    from metagna_tf.data.omniglot import bundled_dir
+
     value = os.environ.get("METAGNA_DATA_DIR")
-    path = Path(value) if value else SHARED_OMNIGLOT
-    if not (path / "images_background_small1.zip").is_file():
-        pytest.fail(f"Omniglot zips not found in {path}: set METAGNA_DATA_DIR to the folder "
-                    "holding images_background_small1.zip (CI sets ../shared/data/omniglot)")
-    return path
+    if value:
+        path = Path(value)
+        if not (path / "images_background_small1.zip").is_file():
+            pytest.fail(f"METAGNA_DATA_DIR={value}: no images_background_small1.zip there")
+        return path
+    if (SHARED_OMNIGLOT / "images_background_small1.zip").is_file():
+        return SHARED_OMNIGLOT
+    return bundled_dir()
 
 
 def tiny_config(**changes) -> Config:
