@@ -1,0 +1,109 @@
+"""Paired statistics, seeded support corruption, the pixel baseline and the compare CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metagna_tf.baselines import pixel_nn_accuracy
+from metagna_tf.corruption import KINDS, corrupt_batch, corrupt_support, corrupted_count
+from metagna_tf.metrics import mean_ci95, paired_difference
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_paired_interval_on_a_constructed_example():
+    a = np.array([0.2, 0.8, 0.4, 0.8, 0.0, 0.6, 0.2, 0.6])
+    d = np.array([0.2, 0.2, 0.2, 0.2, 0.0, 0.2, 0.2, 0.2])  # b - a: mean 0.175
+    result = paired_difference(a, a + d)
+    assert result["mean"] == pytest.approx(0.175)
+    # t(0.975, 7) = 2.364624; sd(d) = 0.0707107; half-width = t * sd / sqrt(8)
+    assert result["ci95"] == pytest.approx(2.364624 * 0.0707107 / math.sqrt(8), rel=1e-5)
+    assert result["excludes_zero"] and result["interval"] == "paired t, 95%"
+    # the same two columns, unpaired, overlap: the pairing is what separates them
+    (ma, ca), (mb, cb) = mean_ci95(a), mean_ci95(a + d)
+    assert ma + ca > mb - cb
+    flat = paired_difference(a, a)
+    assert flat["mean"] == 0 and flat["ci95"] == 0 and not flat["excludes_zero"]
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_difference(a, a[:3])
+
+
+def episode(rng, ways=5, shots=1, size=12):
+    x = rng.integers(1, 256, (ways * shots, size, size, 1), dtype=np.uint8)
+    y = np.repeat(np.arange(ways, dtype=np.int32), shots)
+    return x, y
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "none"])
+def test_corruption_is_seeded_counted_and_identical_for_every_model(kind):
+    rng = np.random.default_rng(0)
+    sx, sy = map(np.stack, zip(*[episode(rng, shots=4) for _ in range(3)], strict=True))
+    a = corrupt_batch(sx, sy, kind, 0.2, seed=0, batch=1)
+    b = corrupt_batch(sx, sy, kind, 0.2, seed=0, batch=1)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    other = corrupt_batch(sx, sy, kind, 0.2, seed=0, batch=2)
+    assert not (np.array_equal(a[0], other[0]) and np.array_equal(a[1], other[1]))
+    x, y, mask = corrupt_support(sx[0], sy[0], kind, 0.2, np.random.default_rng(5))
+    k = corrupted_count(20, 0.2)
+    assert k == 4
+    changed = np.any(x != sx[0], axis=(1, 2, 3)) | (y != sy[0])
+    assert np.array_equal(changed, mask) or kind == "rotation"  # a rotation may map to itself
+    if kind == "label":
+        assert mask.sum() == 4 and sorted(y) == sorted(sy[0])  # swaps: every class keeps images
+    else:
+        assert mask.sum() == k and np.array_equal(y, sy[0])
+
+
+def test_label_corruption_in_one_shot_keeps_every_class():
+    rng = np.random.default_rng(1)
+    x, y = episode(rng)
+    cx, cy, mask = corrupt_support(x, y, "label", 0.2, rng)  # k = 1 -> one swap of two labels
+    assert mask.sum() == 2 and set(cy) == set(y)
+    np.testing.assert_array_equal(cx, x)
+    assert corrupt_support(x, y, "none", 0.5, rng)[2].sum() == 0
+    with pytest.raises(ValueError, match="must be one of"):
+        corrupt_support(x, y, "blur", 0.2, rng)
+
+
+def test_pixel_nearest_neighbour():
+    support = np.zeros((2, 4, 4, 1), np.uint8)
+    support[1] = 255
+    query = np.stack([np.full((4, 4, 1), 30, np.uint8), np.full((4, 4, 1), 200, np.uint8)])
+    assert pixel_nn_accuracy(support, [0, 1], query, [0, 1]) == 1.0
+    assert pixel_nn_accuracy(support, [0, 1], query, [1, 0]) == 0.0
+
+
+@pytest.mark.slow
+def test_compare_cli_on_two_models(trained_workdir, tmp_path, omniglot_dir):
+    import shutil
+
+    other = tmp_path / "copy" / "metagna"
+    shutil.copytree(trained_workdir, other)  # same weights: the paired difference is exactly 0
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "METAGNA_DATA_DIR": str(omniglot_dir)}
+    proc = subprocess.run([sys.executable, "-m", "metagna_tf.compare", "--workdirs",
+                           str(trained_workdir), str(other), "--episodes", "12", "--pixel-nn",
+                           "--inner-steps", "0", "2", "--support-corruption", "label",
+                           "--output", str(tmp_path / "c.json")],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert json.loads((tmp_path / "c.json").read_text()) == result
+    names = [m["name"] for m in result["models"]]
+    assert len(names) == 5 and names[-1] == "pixel_nn"
+    assert names[0].endswith("@0") and names[1].endswith("@2")
+    assert len(result["pairs"]) == 10
+    assert result["support_corruption"] == "label" and result["corruption_rate"] == 0.2
+    same = [p for p in result["pairs"]
+            if p["a"].rsplit("@")[-1] == p["b"].rsplit("@")[-1] and "pixel_nn" not in p["b"]]
+    for pair in same:  # identical copies on identical episodes
+        assert pair["difference"]["mean"] == 0 and pair["difference"]["ci95"] == 0
+    assert "paired differences" in proc.stderr and "pixel_nn" in proc.stderr
