@@ -57,3 +57,40 @@ def test_arbiter_starts_neutral_and_round_trips():
 def test_arbiter_argument_errors_name_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=f"Arbiter: .*{name}"):
         Arbiter(**kwargs)
+
+
+def test_tanh_bound_is_smooth_identity_near_zero_and_bounded():
+    import tensorflow as tf
+
+    from metagna_tf.arbiter import bounded_scale
+
+    z = tf.constant([-50.0, -1e-3, 0.0, 1e-3, 2.0, 50.0], tf.float64)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(z)
+        smooth = bounded_scale(z, 0.01, 100.0, "tanh")
+        clipped = bounded_scale(z, 0.01, 100.0, "clip")
+    a = smooth.numpy()
+    assert a[2] == 1.0 and np.all((a > 0.01) & (a < 100.0))
+    np.testing.assert_allclose(a[1:4], np.exp(z.numpy()[1:4]), rtol=1e-6)  # exp(z) near 0
+    g_smooth = tape.gradient(smooth, z).numpy()
+    g_clip = tape.gradient(clipped, z).numpy()
+    assert g_clip[-1] == 0 and g_clip[0] == 0  # the hard clip passes no gradient there
+    assert np.all(g_smooth > 0)  # the smooth bound always does
+
+
+def test_feature_free_scale_networks_ignore_their_input():
+    from metagna_tf.arbiter import LearnedStepSizes
+
+    rng = np.random.default_rng(0)
+    f1, f2 = (rng.standard_normal((5, NUM_FEATURES)).astype("float32") for _ in range(2))
+    blind = Arbiter(num_tensors=5, num_steps=2, hidden=8, use_features=False)
+    for v in blind.output_layer.weights:
+        v.assign(np.full(v.shape, 0.3))
+    np.testing.assert_array_equal(blind(f1, step=0), blind(f2, step=0))
+    assert not np.allclose(blind(f1, step=0), blind(f1, step=1))  # the step embedding counts
+    lslr = LearnedStepSizes(num_tensors=5, num_steps=2)
+    np.testing.assert_array_equal(lslr(f1, step=0), np.ones(5))  # neutral at initialization
+    lslr.log_scale.assign(np.log(np.full((2, 5), 3.0)))
+    np.testing.assert_allclose(lslr(f2, step=7), np.full(5, 3.0), rtol=1e-6)
+    clone = keras.layers.deserialize(keras.layers.serialize(lslr))
+    assert clone.get_config() == lslr.get_config()

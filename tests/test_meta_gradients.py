@@ -44,7 +44,7 @@ class FrozenFeatures(GNAUpdate):
     """
 
     def __init__(self, base: GNAUpdate):
-        super().__init__(base.inner_lr, base.arbiter, base.direction)
+        super().__init__(base.inner_lr, base.arbiter, base.direction, base.sample_grads)
         self.recorded = {}
         self.replay = False
 
@@ -87,6 +87,9 @@ def test_second_order_meta_gradient_matches_finite_differences(algorithm):
     if config.algorithm == "metagna":
         randomize_arbiter(model)
         model.update_rule = FrozenFeatures(model.update_rule)
+        # the case tests the per-sample-gradient definition its name says
+        assert model.update_rule.sample_grads == config.gna_sample_grads
+        assert model.update_rule.needs_sample_grads == (config.gna_sample_grads == "jacobian")
         meta_loss(model, data)  # record the features at the unperturbed point
         model.update_rule.replay = True
     analytic, numeric = directional_fd_check(model, data)
@@ -280,3 +283,36 @@ def test_xla_train_step_matches_the_plain_graph():
     assert results[1][0] == pytest.approx(results[0][0], rel=1e-4)
     for a, b in zip(results[0][1], results[1][1], strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["maml_lslr", "metagna:tanh", "metagna:nofeatures"])
+def test_ablation_variants_meta_gradients_match_finite_differences(variant):
+    """LSLR, the smooth bound and the feature-free Arbiter are differentiated exactly too."""
+    algorithm, _, option = variant.partition(":")
+    config = tiny_config(algorithm=algorithm, arbiter_bound="tanh" if option == "tanh" else "clip",
+                         arbiter_use_features=option != "nofeatures")
+    model = MetaLearner(config)
+    data = random_episode(config, seed=14)
+    rng = np.random.default_rng(2)
+    for var in model.arbiter.weights:  # away from the neutral initialization
+        var.assign(var.numpy() + 0.2 * rng.standard_normal(var.shape))
+    if option == "tanh":
+        model.update_rule = FrozenFeatures(model.update_rule)
+        meta_loss(model, data)
+        model.update_rule.replay = True
+    analytic, numeric = directional_fd_check(model, data)
+    assert abs(analytic) > 1e-4
+    assert abs(analytic - numeric) <= 1e-6 * abs(numeric), (analytic, numeric)
+
+
+def test_lslr_at_initialization_is_maml():
+    config = tiny_config(algorithm="maml")
+    maml = MetaLearner(config)
+    lslr = MetaLearner(config.replace(algorithm="maml_lslr"))
+    for a, b in zip(lslr.backbone.params, maml.backbone.params, strict=True):
+        a.assign(b.numpy())
+    sx, sy, _, _ = task(random_episode(config, seed=15))
+    x = tf.nest.flatten(lslr.adapt(sx, sy, steps=2).fast)
+    y = tf.nest.flatten(maml.adapt(sx, sy, steps=2).fast)
+    for a, b in zip(x, y, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-12)

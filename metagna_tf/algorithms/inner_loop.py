@@ -102,11 +102,13 @@ def frozen_stats_sample_norms(backbone, fast, x, y):
 
 
 def adapt(backbone, params: Sequence, support_x, support_y, ways, *, steps: int,
-          update: UpdateRule, first_order: bool = False) -> Adaptation:
+          update: UpdateRule, first_order: bool = False, observe=None) -> Adaptation:
     """Adapt ``params`` (backbone tensors) to the support set.
 
     After the last step, one forward pass over the support set gives the BatchNorm
     statistics that ``classify`` applies to any image (and the final support loss).
+    ``observe``, if given, is called at each step with ``step``, ``fast`` (before the step),
+    ``losses`` (per sample), ``grads`` and ``scales`` (for analysis tools; eager use).
     """
     per_sample = getattr(update, "needs_sample_grads", False)
     per_sample_norms = getattr(update, "needs_sample_norms", False)
@@ -122,8 +124,11 @@ def adapt(backbone, params: Sequence, support_x, support_y, ways, *, steps: int,
                 sample_grads = [tf.stop_gradient(g) for g in sample_grads]
         sample_norms = (frozen_stats_sample_norms(backbone, fast, support_x, support_y)
                         if per_sample_norms else None)
-        fast, scales = update(step=step, params=fast, grads=grads, losses=losses,
-                              sample_grads=sample_grads, sample_norms=sample_norms)
+        new_fast, scales = update(step=step, params=fast, grads=grads, losses=losses,
+                                  sample_grads=sample_grads, sample_norms=sample_norms)
+        if observe is not None:
+            observe(step=step, fast=fast, losses=losses, grads=grads, scales=scales)
+        fast = new_fast
         all_scales.append(scales)
     features, stats = backbone.forward(fast[:-2], support_x, return_stats=True)
     logits = tf.matmul(features, fast[-2]) + fast[-1]

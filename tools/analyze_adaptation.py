@@ -1,0 +1,182 @@
+"""The paper's analysis, reconstructed: what the inner loop sees, and what the Arbiter does with it.
+
+    python tools/analyze_adaptation.py --workdirs runs/maml runs/metagna [--episodes 100]
+        [--shots 1 5] [--protocol cross_alphabet] [--plot docs/analysis.png] [--json out.json]
+
+For a fixed set of test episodes (episode seed 0, as in evaluation), at every inner step:
+
+* the per-sample support losses: mean, std and max/mean (a histogram before the first step);
+* the norm of the mean support gradient against the mean of the per-sample gradient norms
+  (all tensors together; per-sample norms with BatchNorm statistics held constant, as the
+  Arbiter sees them). Their ratio is 1 when every sample pulls the same way and small when
+  the samples disagree: the paper's "small and unrepresentative mean gradient";
+* for Meta-GNA, the Arbiter's scales, and their rank correlation with those features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from metagna_tf.algorithms.inner_loop import adapt, frozen_stats_sample_norms  # noqa: E402
+from metagna_tf.checkpoints import load_trained  # noqa: E402
+from metagna_tf.data import EpisodeSampler, EpisodeSpec, load_pool  # noqa: E402
+from metagna_tf.evaluation import eval_batches  # noqa: E402
+from metagna_tf.preprocessing import to_model_input  # noqa: E402
+
+
+def trace_episode(model, sx, sy, steps: int) -> list[dict]:
+    """One episode's inner loop, recorded step by step (eager)."""
+    config = model.config
+    x = to_model_input(sx, config.dtype)
+    y = tf.constant(sy)
+    records = []
+
+    def observe(step, fast, losses, grads, scales):
+        per_sample = frozen_stats_sample_norms(model.backbone, fast, x, y).numpy()  # (T, n)
+        mean_grad = np.sqrt(sum(float(tf.reduce_sum(tf.square(g))) for g in grads))
+        sample_total = np.sqrt((per_sample ** 2).sum(axis=0))  # (n,)
+        records.append({
+            "step": step, "losses": losses.numpy(), "grad_norms": np.array(
+                [float(tf.norm(tf.reshape(g, [-1]))) for g in grads]),
+            "mean_grad_norm": mean_grad, "sample_grad_norms": sample_total,
+            "ratio": mean_grad / max(float(sample_total.mean()), 1e-30),
+            "scales": scales.numpy()})
+
+    params = [tf.convert_to_tensor(p.value) for p in model.backbone.params]
+    adapted = adapt(model.backbone, params, x, y, int(sy.max()) + 1, steps=steps,
+                    update=model.update_rule, observe=observe)
+    final = adapted.support_losses.numpy()[-1]
+    records.append({"step": steps, "final_mean_loss": float(final)})
+    return records
+
+
+def spearman(a, b) -> float:
+    from scipy import stats
+
+    a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
+    if np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def summarize(model, traces: list[list[dict]], steps: int) -> dict:
+    out = {"algorithm": model.config.algorithm, "steps": []}
+    for j in range(steps):
+        recs = [t[j] for t in traces]
+        losses = [r["losses"] for r in recs]
+        out["steps"].append({
+            "step": j + 1,
+            "loss_mean": float(np.mean([lo.mean() for lo in losses])),
+            "loss_std": float(np.mean([lo.std() for lo in losses])),
+            "loss_max_over_mean": float(np.mean([lo.max() / max(lo.mean(), 1e-30)
+                                                 for lo in losses])),
+            "mean_grad_norm": float(np.mean([r["mean_grad_norm"] for r in recs])),
+            "mean_sample_grad_norm": float(np.mean([r["sample_grad_norms"].mean()
+                                                    for r in recs])),
+            "ratio_mean_grad_to_sample_grads": float(np.mean([r["ratio"] for r in recs])),
+            "scale_mean_per_tensor": np.mean([r["scales"] for r in recs], axis=0).tolist(),
+        })
+    out["final_loss_mean"] = float(np.mean([t[-1]["final_mean_loss"] for t in traces]))
+    if model.arbiter is not None and getattr(model.arbiter, "uses_features", False):
+        first = [t[0] for t in traces]
+        log_scale = np.log(np.stack([r["scales"] for r in first]))  # (episodes, tensors)
+        log_grad = np.log(np.maximum(np.stack([r["grad_norms"] for r in first]), 1e-30))
+        loss_std = np.repeat([[r["losses"].std()] for r in first], log_scale.shape[1], axis=1)
+        ratio = np.repeat([[r["ratio"]] for r in first], log_scale.shape[1], axis=1)
+        centered = log_scale - log_scale.mean(axis=0, keepdims=True)  # within each tensor
+        out["arbiter_step1_spearman"] = {
+            "log_scale_vs_log_grad_norm": spearman(centered, log_grad
+                                                   - log_grad.mean(0, keepdims=True)),
+            "log_scale_vs_loss_std": spearman(centered, loss_std),
+            "log_scale_vs_grad_ratio": spearman(centered, ratio),
+            "note": "across episodes, within each tensor (per-tensor means removed)"}
+    return out
+
+
+def plot(results: list[dict], traces: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    for res in results:
+        name = res["name"]
+        first = [t[0] for t in traces[name]]
+        losses = np.concatenate([r["losses"] for r in first])
+        axes[0].hist(np.log10(np.maximum(losses, 1e-12)), bins=40, alpha=0.5, label=name)
+        steps = [s["step"] for s in res["steps"]]
+        axes[1].plot(steps, [s["ratio_mean_grad_to_sample_grads"] for s in res["steps"]], "o-",
+                     label=name)
+        axes[2].plot(steps, [s["loss_max_over_mean"] for s in res["steps"]], "o-", label=name)
+        if res["algorithm"] in ("metagna", "maml_lslr"):
+            scales = np.stack([r["scales"] for r in first])
+            grads = np.stack([r["grad_norms"] for r in first])
+            axes[3].scatter(np.log10(np.maximum(grads, 1e-30)).ravel(), scales.ravel(), s=4,
+                            alpha=0.4, label=name)
+    axes[0].set(title="per-sample support loss before step 1", xlabel="log10 loss",
+                ylabel="samples")
+    axes[1].set(title="|mean gradient| / mean |per-sample gradient|", xlabel="inner step",
+                ylim=(0, 1.05))
+    axes[2].set(title="max / mean per-sample support loss", xlabel="inner step")
+    axes[3].set(title="Arbiter scale vs gradient norm (step 1)", xlabel="log10 |g| per tensor",
+                ylabel="scale", yscale="log")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workdirs", nargs="+", required=True)
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--shots", type=int, help="default: the first model's")
+    p.add_argument("--ways", type=int)
+    p.add_argument("--inner-steps", type=int, help="default: each model's inner_steps_test")
+    p.add_argument("--protocol", choices=("standard", "cross_alphabet"))
+    p.add_argument("--data-dir")
+    p.add_argument("--plot", type=Path)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    from metagna_tf.comparison import short_names
+
+    models = [load_trained(w)[0] for w in args.workdirs]
+    first = models[0].config
+    protocol = args.protocol or first.protocol
+    spec = EpisodeSpec(args.ways or first.ways, args.shots or first.shots, first.queries)
+    pool = load_pool(first.dataset, "test", first.replace(rotations=False, protocol=protocol),
+                     args.data_dir)
+    batches = eval_batches(EpisodeSampler(pool, spec), args.episodes, seed=0)
+    episodes = [(sx, sy) for bx, by, _, _ in batches for sx, sy in zip(bx, by, strict=True)]
+    results, traces = [], {}
+    for name, model in zip(short_names(args.workdirs), models, strict=True):
+        steps = args.inner_steps or model.config.inner_steps_test
+        traces[name] = [trace_episode(model, sx, sy, steps) for sx, sy in episodes]
+        results.append({"name": name, **summarize(model, traces[name], steps)})
+    report = {"protocol": protocol, "ways": spec.ways, "shots": spec.shots,
+              "episodes": len(episodes), "models": results}
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    if args.plot:
+        plot(results, traces, args.plot,
+             f"Omniglot {protocol}, {spec.ways}-way {spec.shots}-shot, {len(episodes)} test "
+             "episodes")
+
+
+if __name__ == "__main__":
+    main()
