@@ -73,7 +73,8 @@ def compare(workdirs: Sequence[str], *, baselines: Sequence[str] = (),
     for e in entries:
         mean, ci = mean_ci95(e["accuracies"])
         models.append({k: v for k, v in e.items() if k != "accuracies"}
-                      | {"accuracy": mean, "ci95": ci})
+                      | {"accuracy": mean, "ci95": ci,
+                         "episode_accuracies": [round(float(a), 6) for a in e["accuracies"]]})
     pairs = [{"a": a["name"], "b": b["name"],
               "difference": paired_difference(a["accuracies"], b["accuracies"])}
              for i, a in enumerate(entries) for b in entries[i + 1:]]

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The sample-aware study (docs/results.md, "Where does Meta-GNA beat MAML?"): every model of
+# the in-domain and cross-alphabet tables, trained with the results issue's settings, then
+# compared on the same episodes (clean, 5-shot, corrupted supports, test-time steps) with
+# paired intervals. Rerunning resumes unfinished runs and skips finished comparisons.
+#   METAGNA_DATA_DIR=../shared/data/omniglot bash tools/results_sample_aware.sh train [RUNS_DIR]
+#   METAGNA_DATA_DIR=../shared/data/omniglot bash tools/results_sample_aware.sh evaluate [RUNS_DIR]
+set -euo pipefail
+phase=${1:?usage: results_sample_aware.sh train|evaluate [RUNS_DIR]}
+runs=${2:-runs/sample_aware}
+common=(--dataset omniglot --ways 5 --shots 1 --queries 1 --meta-batch-size 32 --inner-steps 1
+        --inner-steps-test 3 --inner-lr 0.1 --iterations 2000 --checkpoint-every 100 --verbose 2)
+# protocol/name algorithm seed [extra flags], in the order they are trained
+rows() {
+  cat <<'RUNS'
+indomain/maml_seed0 maml 0
+indomain/metagna_seed0 metagna 0
+indomain/maml_seed1 maml 1
+indomain/metagna_seed1 metagna 1
+indomain/maml_seed2 maml 2
+indomain/metagna_seed2 metagna 2
+cross_alphabet/maml_seed0 maml 0 --config omniglot_cross_alphabet
+cross_alphabet/metagna_seed0 metagna 0 --config omniglot_cross_alphabet
+indomain/metagna_tanh_seed0 metagna 0 --arbiter-bound tanh
+indomain/maml_lslr_seed0 maml_lslr 0
+indomain/metagna_nofeatures_seed0 metagna 0 --no-arbiter-use-features
+indomain/gna_normalize_only_seed0 gna_normalize_only 0
+cross_alphabet/maml_seed1 maml 1 --config omniglot_cross_alphabet
+cross_alphabet/metagna_seed1 metagna 1 --config omniglot_cross_alphabet
+cross_alphabet/maml_seed2 maml 2 --config omniglot_cross_alphabet
+cross_alphabet/metagna_seed2 metagna 2 --config omniglot_cross_alphabet
+cross_alphabet/metagna_tanh_seed0 metagna 0 --config omniglot_cross_alphabet --arbiter-bound tanh
+cross_alphabet/maml_lslr_seed0 maml_lslr 0 --config omniglot_cross_alphabet
+cross_alphabet/metagna_nofeatures_seed0 metagna 0 --config omniglot_cross_alphabet --no-arbiter-use-features
+cross_alphabet/gna_normalize_only_seed0 gna_normalize_only 0 --config omniglot_cross_alphabet
+indomain/metagna_sampledir_seed0 metagna 0 --gna-direction sample
+cross_alphabet/metagna_sampledir_seed0 metagna 0 --config omniglot_cross_alphabet --gna-direction sample
+RUNS
+}
+
+compare() {  # protocol name [compare flags...]: every trained model of the protocol + pixel NN
+  local protocol=$1 name=$2
+  shift 2
+  local dirs=()
+  while read -r run _; do
+    [[ $run == "$protocol"/* && -f "$runs/$run/config.json" ]] && dirs+=("$runs/$run")
+  done < <(rows)
+  local out="$runs/compare/${protocol}_${name}.json"
+  mkdir -p "$runs/compare"
+  [[ -f $out ]] && return 0
+  python -m metagna_tf.compare --workdirs "${dirs[@]}" --pixel-nn --episodes 600 --output "$out" \
+    "$@" > /dev/null 2> "${out%.json}.txt" || { echo "FAILED: compare $protocol $name"; return 0; }
+  cat "${out%.json}.txt"
+}
+
+if [[ $phase == evaluate ]]; then
+  for protocol in indomain cross_alphabet; do
+    compare "$protocol" 5w1s --ways 5 --shots 1 --queries 5
+    compare "$protocol" 5w5s --ways 5 --shots 5 --queries 5
+    compare "$protocol" 5w5s_occlusion0.2 --ways 5 --shots 5 --queries 5 \
+      --support-corruption occlusion --corruption-rate 0.2
+    compare "$protocol" 5w5s_label0.2 --ways 5 --shots 5 --queries 5 \
+      --support-corruption label --corruption-rate 0.2
+    for shots in 1 5; do  # does adaptation itself help? the prototype head alone, 1, 3, 10 steps
+      out="$runs/compare/${protocol}_steps_5w${shots}s.json"
+      [[ -f $out ]] || python -m metagna_tf.compare --workdirs "$runs/$protocol/maml_seed0" \
+        "$runs/$protocol/metagna_seed0" --inner-steps 0 1 3 10 --episodes 600 --ways 5 \
+        --shots "$shots" --queries 5 --output "$out" > /dev/null 2> "${out%.json}.txt"
+    done
+    python tools/analyze_adaptation.py --workdirs "$runs/$protocol/maml_seed0" \
+      "$runs/$protocol/metagna_seed0" --episodes 100 --shots 5 \
+      --plot "docs/analysis_${protocol}_5w5s.png" --json "$runs/compare/analysis_${protocol}_5w5s.json" > /dev/null
+  done
+  python tools/results_sample_aware_table.py "$runs/compare"
+fi
+
+if [[ $phase == train ]]; then
+  rows | while read -r name algorithm seed extra; do
+    work="$runs/$name"
+    mkdir -p "$(dirname "$work")"
+    # shellcheck disable=SC2086
+    python -m metagna_tf.train --algorithm "$algorithm" --seed "$seed" --workdir "$work" \
+      $extra "${common[@]}" >> "$work.log" 2>&1 || echo "FAILED: $name (see $work.log)"
+  done
+fi

@@ -1,0 +1,93 @@
+"""Markdown tables of the sample-aware study from ``metagna_tf.compare`` JSON files.
+
+    python tools/results_sample_aware_table.py runs/sample_aware/compare
+
+One table per protocol and evaluation setting: each model's accuracy (95% CI) and its
+paired difference against MAML on the same episodes (Meta-GNA seed k against MAML seed k;
+ablations, seed 0, against MAML seed 0), plus the three-seed comparison: the per-episode
+mean over seeds of Meta-GNA minus that of MAML (a paired t interval over episodes; it does
+not include the variation between seeds, which the per-seed rows show).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from metagna_tf.metrics import paired_difference  # noqa: E402
+
+SETTINGS = [("5w1s", "5-way 1-shot"), ("5w5s", "5-way 5-shot"),
+            ("5w5s_occlusion0.2", "5-way 5-shot, occlusion of 20% of the support images"),
+            ("5w5s_label0.2", "5-way 5-shot, labels of 20% of the support images swapped")]
+PROTOCOLS = [("indomain", "in-domain (the standard character split)"),
+             ("cross_alphabet", "cross-alphabet (no training alphabet at test time)")]
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def diff_text(d: dict) -> str:
+    mark = " *" if d["excludes_zero"] else ""
+    return f"{100 * d['mean']:+.2f} ± {100 * d['ci95']:.2f}{mark}"
+
+
+def table(result: dict) -> str:
+    models = {m["name"]: m for m in result["models"]}
+    acc = {n: np.asarray(m["episode_accuracies"]) for n, m in models.items()}
+    lines = ["| model | accuracy (95% CI) | paired difference vs MAML (same seed) |",
+             "| --- | --- | --- |"]
+    for name, m in models.items():
+        ref = None
+        if name.startswith("metagna_seed"):
+            ref = "maml_seed" + name.rsplit("seed", 1)[1]
+        elif name != "pixel_nn" and not name.startswith("maml_seed"):
+            ref = "maml_seed0"
+        elif name == "pixel_nn":
+            ref = "maml_seed0"
+        diff = diff_text(paired_difference(acc[ref], acc[name])) if ref in acc else ""
+        lines.append(f"| {name} | {pct(m['accuracy'])} ± {pct(m['ci95'])} | {diff} |")
+    seeds = [s for s in range(3) if f"maml_seed{s}" in acc and f"metagna_seed{s}" in acc]
+    if len(seeds) > 1:
+        maml = np.mean([acc[f"maml_seed{s}"] for s in seeds], axis=0)
+        gna = np.mean([acc[f"metagna_seed{s}"] for s in seeds], axis=0)
+        d = paired_difference(maml, gna)
+        per_seed = [100 * paired_difference(acc[f"maml_seed{s}"], acc[f"metagna_seed{s}"])["mean"]
+                    for s in seeds]
+        lines.append(f"| **Meta-GNA − MAML, {len(seeds)} seeds** | | {diff_text(d)} (per seed: "
+                     + ", ".join(f"{x:+.2f}" for x in per_seed) + ") |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/sample_aware/compare")
+    for protocol, title in PROTOCOLS:
+        print(f"### {title}\n")
+        for key, setting in SETTINGS:
+            path = folder / f"{protocol}_{key}.json"
+            if not path.is_file():
+                continue
+            result = json.loads(path.read_text())
+            print(f"**{setting}**, {result['episodes']} test episodes "
+                  f"(`{protocol}_{key}.json`):\n")
+            print(table(result) + "\n")
+        for shots in (1, 5):
+            path = folder / f"{protocol}_steps_5w{shots}s.json"
+            if path.is_file():
+                result = json.loads(path.read_text())
+                print(f"**Test-time inner steps**, 5-way {shots}-shot "
+                      f"(0 = the prototype head alone):\n")
+                print("| model | " + " | ".join(m["name"] for m in result["models"]) + " |")
+                print("| --- |" + " --- |" * len(result["models"]))
+                print("| accuracy | " + " | ".join(f"{pct(m['accuracy'])} ± {pct(m['ci95'])}"
+                                                   for m in result["models"]) + " |\n")
+    print("(* the paired 95% interval excludes zero)")
+
+
+if __name__ == "__main__":
+    main()
