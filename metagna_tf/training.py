@@ -59,6 +59,34 @@ def make_samplers(config: Config, data_dir=None, download: bool = False
     return train, val
 
 
+class ConciseProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar showing loss, accuracy and the mean Arbiter scale only.
+
+    The per-tensor scales (``arbiter_conv1_kernel`` ...) stay in the logs, so TensorBoard
+    and ``metrics.jsonl`` keep them; a terminal line of all 14 would not fit.
+    """
+
+    def __init__(self, per_tensor_names):
+        super().__init__()
+        self.hidden = {f"{prefix}arbiter_{n}" for n in per_tensor_names
+                       for prefix in ("", "val_")}
+
+    def _shown(self, logs):
+        return {k: v for k, v in (logs or {}).items() if k not in self.hidden}
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, self._shown(logs))
+
+    def on_test_batch_end(self, batch, logs=None):
+        super().on_test_batch_end(batch, self._shown(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, self._shown(logs))
+
+    def on_test_end(self, logs=None):
+        super().on_test_end(self._shown(logs))
+
+
 class _Bookkeeping(keras.callbacks.Callback):
     """Stops at ``iterations``, refuses non-finite losses, checkpoints and logs each interval."""
 
@@ -146,6 +174,8 @@ def train(config: Config, workdir: str | Path, data_dir=None, verbose="auto",
                                elapsed_before=rows[-1]["elapsed_s"] if rows else 0.0)
     callbacks = [bookkeeping,
                  keras.callbacks.TensorBoard(log_dir=str(workdir / "tensorboard"))]
+    if verbose != 0:
+        callbacks.append(ConciseProgbar(model.tensor_names))
     model.fit(train_ds, validation_data=val_ds, steps_per_epoch=every,
               epochs=math.ceil(config.iterations / every), initial_epoch=start // every,
               callbacks=callbacks, verbose=verbose, shuffle=False)

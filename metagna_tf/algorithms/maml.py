@@ -58,7 +58,10 @@ class MetaLearner(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
         self.scale_trackers = []
+        self.scale_mean_tracker = None
         if self.arbiter is not None:
+            # the mean over tensors for the progress bar; one per tensor for TensorBoard
+            self.scale_mean_tracker = keras.metrics.Mean(name="arbiter_scale")
             self.scale_trackers = [keras.metrics.Mean(name=f"arbiter_{n}")
                                    for n in self.tensor_names]
         self.built = True
@@ -147,13 +150,16 @@ class MetaLearner(keras.Model):
     def _update_metrics(self, loss, acc, scales, count=1):
         self.loss_tracker.update_state(loss, sample_weight=count)
         self.accuracy_tracker.update_state(acc, sample_weight=count)
+        if self.scale_mean_tracker is not None:
+            self.scale_mean_tracker.update_state(tf.reduce_mean(scales), sample_weight=count)
         for i, tracker in enumerate(self.scale_trackers):
             tracker.update_state(scales[i], sample_weight=count)
         return {m.name: m.result() for m in self.metrics}
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.accuracy_tracker, *self.scale_trackers]
+        means = [self.scale_mean_tracker] if self.scale_mean_tracker is not None else []
+        return [self.loss_tracker, self.accuracy_tracker, *means, *self.scale_trackers]
 
     def call(self, inputs):
         """Query logits of one episode ``{"support_x", "support_y", "query_x"}`` (model input)
