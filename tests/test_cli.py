@@ -76,6 +76,7 @@ def test_train_evaluate_predict_through_the_clis(omniglot_dir, tmp_path):
     out = cli("evaluate", "--workdir", work, "--episodes", "10", "--ways", "4",
               data_dir=omniglot_dir)
     result = last_json(out.stdout)
+    assert f"4-way 1-shot: {100 * result['accuracy']:.1f} +/- " in out.stderr
     assert result["episodes"] == 10 and result["ways"] == 4 and result["shots"] == 1
     assert result["algorithm"] == "metagna" and 0 <= result["accuracy"] <= 1
     assert result["ci95"] > 0 and result["eval_dataset"] == "omniglot"
@@ -204,7 +205,10 @@ def test_bad_inputs_give_clear_errors(omniglot_dir, tmp_path):
     out = cli("predict", "--workdir", work, "--support", support, "--query", query, check=False)
     assert out.returncode == 2
     assert f"{support / 'other' / 'broken.jpg'}: not a readable image" in out.stderr
+    assert "BytesIO" not in out.stderr  # no PIL object repr in the message
 
     out = cli("evaluate", "--workdir", tmp_path / "empty", check=False)
     assert out.returncode == 2
+    # TensorFlow's start-up lines are hidden unless --verbose
+    assert "oneDNN" not in out.stderr and "absl::InitializeLog" not in out.stderr
     assert f"{tmp_path / 'empty'}: no such workdir, checkpoint folder or checkpoint" in out.stderr

@@ -33,3 +33,27 @@ def test_bad_config_values_are_named(tmp_path):
         load_config(str(path))
     with pytest.raises(ValueError, match="--config 'nope' is neither a preset"):
         load_config("nope")
+
+
+def test_every_config_key_has_a_flag_shared_by_train_and_tune():
+    import dataclasses
+
+    args = parse_args(["--workdir", "w", "--no-rotations", "--arbiter-bound", "tanh",
+                       "--protocol", "cross_alphabet", "--bn-eps", "0.01"])
+    config = config_from_args(args)
+    assert (config.rotations, config.arbiter_bound, config.protocol, config.bn_eps) == (
+        False, "tanh", "cross_alphabet", 0.01)
+    for field in dataclasses.fields(Config):
+        assert hasattr(args, field.name), field.name
+    with pytest.raises(SystemExit):
+        parse_args(["--workdir", "w", "--downsample", "pool"])  # argparse names the choices
+
+
+def test_progress_bar_hides_per_tensor_scales_only():
+    from metagna_tf.training import ConciseProgbar
+
+    bar = ConciseProgbar(["conv1_kernel", "head_bias"])
+    logs = {"loss": 1.0, "accuracy": 0.5, "arbiter_scale": 2.0, "arbiter_conv1_kernel": 3.0,
+            "val_arbiter_head_bias": 4.0, "val_loss": 1.1}
+    assert bar._shown(logs) == {"loss": 1.0, "accuracy": 0.5, "arbiter_scale": 2.0,
+                                "val_loss": 1.1}
