@@ -28,7 +28,7 @@ WORKDIR /opt/metagna-tf
 COPY pyproject.toml README.md LICENSE ./
 COPY metagna_tf ./metagna_tf
 COPY serving ./serving
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir ".[cpu]"
 RUN useradd --create-home app
 USER app
 EXPOSE 7860

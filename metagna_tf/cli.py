@@ -58,6 +58,14 @@ def run(main: Callable[[], None]) -> None:
     """Run a CLI; user errors become one ``error: ...`` line and exit code 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # checkpoint-sharding chatter
+    from metagna_tf.install_check import tensorflow_problem
+
+    problem = tensorflow_problem()
+    if problem and problem.startswith("TensorFlow is not installed"):
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    if problem:
+        logging.getLogger("metagna_tf").warning(problem)
     import_tensorflow(verbose_requested(sys.argv[1:]))
     from metagna_tf.data.images import ImageError
     from metagna_tf.training import NonFiniteLossError

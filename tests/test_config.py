@@ -57,3 +57,12 @@ def test_progress_bar_hides_per_tensor_scales_only():
             "val_arbiter_head_bias": 4.0, "val_loss": 1.1}
     assert bar._shown(logs) == {"loss": 1.0, "accuracy": 0.5, "arbiter_scale": 2.0,
                                 "val_loss": 1.1}
+
+
+def test_tensorflow_flavour_check_names_the_problem():
+    from metagna_tf.install_check import installed_flavours, tensorflow_problem
+
+    assert tensorflow_problem(["tensorflow-cpu"]) is None
+    assert "tensorflow-cpu, tensorflow" in tensorflow_problem(["tensorflow-cpu", "tensorflow"])
+    assert '".[cpu]"' in tensorflow_problem([])
+    assert len(installed_flavours()) == 1  # this environment, installed with ".[cpu]"

@@ -80,7 +80,8 @@ def test_app_stage_installs_this_repository_and_runs_the_app(stages):
     for copy in values(stage, "COPY"):
         for source in copy[:-1]:
             assert (REPO / source).exists(), source
-    assert any("pip install" in v[0] and v[0].rstrip().endswith(".") for v in values(stage, "RUN"))
+    installs = [v[0] for v in values(stage, "RUN") if "pip install" in v[0]]
+    assert installs and installs[0].rstrip().endswith('".[cpu]"')  # this repository, CPU TF
     entry = values(stage, "ENTRYPOINT")[0]
     assert entry[:3] == ("python", "-m", "serving.app")
     assert (REPO / "serving" / "app.py").is_file()
