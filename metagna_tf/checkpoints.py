@@ -15,6 +15,7 @@ so an interrupted save leaves the previous checkpoint in force.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import keras
@@ -42,26 +43,39 @@ def build_model(config: Config) -> MetaLearner:
 
 
 class WorkdirCheckpoints:
-    def __init__(self, workdir: str | Path, model: MetaLearner, max_to_keep: int = 2):
+    """The workdir's latest and best checkpoints.
+
+    ``write=False`` (a non-chief worker of a multi-worker run) restores from the workdir
+    like the chief but saves into a throwaway folder: every worker takes part in a save,
+    only the chief's lands in the workdir.
+    """
+
+    def __init__(self, workdir: str | Path, model: MetaLearner, max_to_keep: int = 2,
+                 write: bool = True):
         self.workdir = Path(workdir)
         self.model = model
         self.best_val = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(
             model=model, optimizer=model.optimizer, best_val_accuracy=self.best_val,
             config=tf.Variable(model.config.to_json(), trainable=False))
-        self.latest = tf.train.CheckpointManager(self.checkpoint, self.workdir / "checkpoints",
+        target = self.workdir if write else Path(tempfile.mkdtemp(prefix="metagna_worker_"))
+        self.latest = tf.train.CheckpointManager(self.checkpoint, target / "checkpoints",
                                                  max_to_keep=max_to_keep)
-        self.best = tf.train.CheckpointManager(self.checkpoint, self.workdir / "best",
+        self.best = tf.train.CheckpointManager(self.checkpoint, target / "best",
                                                max_to_keep=1)
 
     @property
     def iteration(self) -> int:
         return int(self.model.optimizer.iterations.numpy())
 
+    def latest_path(self) -> str | None:
+        return tf.train.latest_checkpoint(str(self.workdir / "checkpoints"))
+
     def restore_latest(self) -> int:
-        """Restore the latest checkpoint if any; returns the iteration reached (0 if none)."""
-        if self.latest.latest_checkpoint:
-            self.checkpoint.restore(self.latest.latest_checkpoint).assert_existing_objects_matched()
+        """Restore the workdir's latest checkpoint if any; returns the iteration reached."""
+        path = self.latest_path()
+        if path:  # holds the best validation accuracy so far too
+            self.checkpoint.restore(path).assert_existing_objects_matched()
         return self.iteration
 
     def save(self, val_accuracy: float | None) -> None:

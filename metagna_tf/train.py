@@ -29,6 +29,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="classes to meta-train on: train (default) or all (cross-domain); "
                    "same as --train-split")
     p.add_argument("--verbose", default="auto", help="Keras verbosity: auto, 0, 1 or 2")
+    p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
+                   default="default", help="tf.distribute: one device, all local devices, or "
+                   "several machines (TF_CONFIG); see docs/scaling.md")
     add_config_flags(p, exclude=("train_split",))
     return p.parse_args(argv)
 
@@ -42,13 +45,12 @@ def config_from_args(args: argparse.Namespace):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from metagna_tf.training import set_global_determinism, train
+    from metagna_tf.training import train
 
     config = config_from_args(args)
-    set_global_determinism(config.seed)
     verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
     last = train(config, args.workdir, data_dir=args.data_dir, verbose=verbose,
-                 download=args.download)
+                 download=args.download, strategy=args.strategy)
     print(json.dumps(last))
 
 

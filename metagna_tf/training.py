@@ -19,6 +19,7 @@ import keras
 from metagna_tf.checkpoints import CONFIG_FILE, WorkdirCheckpoints, build_model
 from metagna_tf.config import Config
 from metagna_tf.data import EpisodeSampler, EpisodeSpec, load_pool
+from metagna_tf.distribution import distribute, is_chief, make_strategy
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class ConciseProgbar(keras.callbacks.ProgbarLogger):
 class _Bookkeeping(keras.callbacks.Callback):
     """Stops at ``iterations``, refuses non-finite losses, checkpoints and logs each interval."""
 
-    def __init__(self, ckpts: WorkdirCheckpoints, total: int, metrics_path: Path,
+    def __init__(self, ckpts: WorkdirCheckpoints, total: int, metrics_path: Path | None,
                  elapsed_before: float = 0.0):
         super().__init__()
         self.ckpts = ckpts
@@ -113,8 +114,9 @@ class _Bookkeeping(keras.callbacks.Callback):
         logs = {k: float(v) for k, v in (logs or {}).items()}
         row = {"iteration": self.ckpts.iteration,
                "elapsed_s": round(time.time() - self.started, 2), **logs}
-        with self.metrics_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self.metrics_path is not None:  # the chief
+            with self.metrics_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
         self.ckpts.save(logs.get("val_accuracy"))
 
 
@@ -135,23 +137,37 @@ def read_metrics(workdir: str | Path) -> list[dict]:
 
 
 def train(config: Config, workdir: str | Path, data_dir=None, verbose="auto",
-          download: bool = False) -> dict:
+          download: bool = False, strategy: str = "default") -> dict:
     """Meta-train into ``workdir`` (resuming if it holds a run); returns the last metrics row.
+
+    Owns the whole run: the ``tf.distribute`` strategy (``distribution.py``), seeding (the
+    config's seed; episodes use their own generators), data, the model built under the
+    strategy's scope, ``fit()``, checkpoints and metrics (written by the chief only).
 
     Data: ``data_dir``, else ``$METAGNA_DATA_DIR``, else TFDS if ``download`` or cached, else
     (Omniglot) the bundled minimal sets (``data.source_dir``).
     """
     workdir = Path(workdir)
+    distributed = make_strategy(strategy)  # first: a multi-worker strategy precedes other ops
+    chief = is_chief(distributed)
     check_workdir_config(workdir, config)
+    set_global_determinism(config.seed)
     train_sampler, val_sampler = make_samplers(config, data_dir, download)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / CONFIG_FILE).write_text(config.to_json() + "\n")
+    if chief:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / CONFIG_FILE).write_text(config.to_json() + "\n")
+    if distributed.num_replicas_in_sync > 1:
+        log.info("%s strategy: %d replicas, %d tasks each per meta-batch", strategy,
+                 distributed.num_replicas_in_sync,
+                 config.meta_batch_size // distributed.num_replicas_in_sync)
 
-    model = build_model(config)
-    ckpts = WorkdirCheckpoints(workdir, model)
+    with distributed.scope():
+        model = build_model(config)
+    ckpts = WorkdirCheckpoints(workdir, model, write=chief)
     start = ckpts.restore_latest()
     metrics_path = workdir / METRICS_FILE
-    _truncate_metrics(metrics_path, start)
+    if chief:
+        _truncate_metrics(metrics_path, start)
     if start >= config.iterations:
         log.info("%s: already trained for %d iterations (asked %d); nothing to do",
                  workdir, start, config.iterations)
@@ -161,26 +177,32 @@ def train(config: Config, workdir: str | Path, data_dir=None, verbose="auto",
         log.info("%s: resuming from iteration %d", workdir, start)
 
     dtype = config.dtype
-    train_ds = train_sampler.dataset((config.seed, TRAIN_STREAM), start, config.meta_batch_size,
-                                     dtype=dtype)
-    val_ds = None
+    train_ds = distribute(distributed, lambda replicas: train_sampler.dataset(
+        (config.seed, TRAIN_STREAM), start, config.meta_batch_size, dtype=dtype,
+        replicas=replicas))
+    val_ds, batches = None, None
     if val_sampler is not None:
         batches = math.ceil(config.val_episodes / config.meta_batch_size)
-        val_ds = val_sampler.dataset((config.seed, VAL_STREAM), 0, config.meta_batch_size,
-                                     count=batches, dtype=dtype).cache()
+        val_ds = distribute(distributed, lambda replicas: val_sampler.dataset(
+            (config.seed, VAL_STREAM), 0, config.meta_batch_size, count=batches, dtype=dtype,
+            replicas=replicas).cache().repeat())
     every = config.checkpoint_every
     rows = read_metrics(workdir)
-    bookkeeping = _Bookkeeping(ckpts, config.iterations, metrics_path,
+    bookkeeping = _Bookkeeping(ckpts, config.iterations, metrics_path if chief else None,
                                elapsed_before=rows[-1]["elapsed_s"] if rows else 0.0)
-    callbacks = [bookkeeping,
-                 keras.callbacks.TensorBoard(log_dir=str(workdir / "tensorboard"))]
+    callbacks = [bookkeeping]
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(workdir / "tensorboard")))
     if verbose != 0:
         callbacks.append(ConciseProgbar(model.tensor_names))
-    model.fit(train_ds, validation_data=val_ds, steps_per_epoch=every,
+    # The validation episodes repeat and each validation reads exactly one cycle of them
+    # (validation_steps): a distributed dataset read to its end can leave one replica's metric
+    # update behind (measured here: a wrong validation accuracy); a known step count cannot.
+    model.fit(train_ds, validation_data=val_ds, steps_per_epoch=every, validation_steps=batches,
               epochs=math.ceil(config.iterations / every), initial_epoch=start // every,
               callbacks=callbacks, verbose=verbose, shuffle=False)
     if bookkeeping.non_finite_at is not None:
-        kept = ckpts.latest.latest_checkpoint or "none yet"
+        kept = ckpts.latest_path() or "none yet"
         raise NonFiniteLossError(
             f"non-finite meta-loss at iteration {bookkeeping.non_finite_at}: training stopped; "
             f"the last good checkpoint ({kept}) is kept. Lower --meta-lr or --inner-lr.")

@@ -174,7 +174,7 @@ class MetaTuner(keras_tuner.Tuner):
                                  checkpoint_every=min(self.unit, iterations))
 
     def run_trial(self, trial, *args, **kwargs):
-        from metagna_tf.training import set_global_determinism, train
+        from metagna_tf.training import train
 
         values = trial.hyperparameters.values
         config = self.trial_config(values)
@@ -185,7 +185,6 @@ class MetaTuner(keras_tuner.Tuner):
             for stale in ("metrics.jsonl", "result.json"):
                 (work / stale).unlink(missing_ok=True)
         start = time.time()
-        set_global_determinism(config.seed)
         train(config, work, data_dir=self.data_dir, verbose=self.verbose, download=self.download)
         score = objective_accuracy(work, self.objective_episodes, self.data_dir, self.download)
         seconds = time.time() - start

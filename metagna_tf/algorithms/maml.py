@@ -42,6 +42,11 @@ def resolve_jit(config: Config) -> bool:
     return has_gpu and config.downsample != "maxpool"
 
 
+def _multi_worker(strategy) -> bool:
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
 @keras.saving.register_keras_serializable(package="metagna_tf")
 class MetaLearner(keras.Model):
     """Meta-learned Conv-4 initialization (+ Arbiter for Meta-GNA)."""
@@ -128,6 +133,12 @@ class MetaLearner(keras.Model):
     # ---- keras hooks ----------------------------------------------------------------
     def train_step(self, data):
         loss, acc, scales, grads = self.meta_gradients(*(data[k] for k in EPISODE_KEYS))
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            # each replica holds the mean over its B/R tasks; Keras' TF optimizer sums the
+            # replicas' gradients (keras/src/backend/tensorflow/optimizer.py), so divide by R
+            # to apply the mean over the whole meta-batch
+            grads = [g / replicas for g in grads]
         self.optimizer.apply(grads, self.trainable_variables)
         return self._update_metrics(loss, acc, scales)
 
@@ -154,7 +165,12 @@ class MetaLearner(keras.Model):
             self.scale_mean_tracker.update_state(tf.reduce_mean(scales), sample_weight=count)
         for i, tracker in enumerate(self.scale_trackers):
             tracker.update_state(scales[i], sample_weight=count)
-        return {m.name: m.result() for m in self.metrics}
+        results = {m.name: m.result() for m in self.metrics}
+        if _multi_worker(tf.distribute.get_strategy()):
+            # Keras reduces step outputs across workers with reduce(MEAN, axis=0), which a
+            # scalar cannot take (Keras 3.15): report each as a 1-vector, reduced to a scalar
+            results = {k: tf.reshape(v, [1]) for k, v in results.items()}
+        return results
 
     @property
     def metrics(self):
@@ -167,6 +183,13 @@ class MetaLearner(keras.Model):
         adaptation = self.adapt(inputs["support_x"], inputs["support_y"],
                                 self.config.inner_steps_test)
         return self.classify(adaptation, inputs["query_x"])
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Nothing to build: every variable exists from ``__init__`` (and the optimizer's from
+        ``checkpoints.build_model``). Keras' version draws a batch to trace the model, and under
+        ``MultiWorkerMirroredStrategy`` fails reducing that batch of dicts (measured with
+        Keras 3.15)."""
+        del iterator, data_batch
 
     def get_config(self):
         return {**super().get_config(), "config": self.config.to_dict()}

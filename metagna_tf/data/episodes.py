@@ -104,26 +104,43 @@ class EpisodeSampler:
         return self.sample_batch(np.random.default_rng([*stream, index]), meta_batch_size)
 
     def dataset(self, stream, start: int, meta_batch_size: int, count: int | None = None,
-                dtype: str = "float32") -> tf.data.Dataset:
-        """Meta-batches ``start, start+1, ...`` of ``stream`` as dicts of float images and labels."""
+                dtype: str = "float32", replicas: tuple[int, int, int] = (0, 1, 1)
+                ) -> tf.data.Dataset:
+        """Meta-batches ``start, start+1, ...`` of ``stream`` as dicts of float images and labels.
+
+        ``replicas = (first, local, total)``: for ``tf.distribute``, this input pipeline feeds
+        replicas ``first .. first + local - 1`` of ``total``; it yields, for each meta-batch,
+        one slice of ``meta_batch_size / total`` tasks per local replica, in replica order
+        (the order in which a worker's replicas pull elements). The slices of meta-batch ``t``
+        are the tasks a single device would see at step ``t``, so runs match and resume
+        exactly whatever the number of replicas.
+        """
+        first, local, total = replicas
+        if meta_batch_size % total:
+            raise ValueError(f"meta_batch_size={meta_batch_size} must be divisible by the "
+                             f"number of replicas ({total})")
+        per_replica = meta_batch_size // total
         shape = self.pool.images.shape[1:]
         ns = self.spec.ways * self.spec.shots
         nq = self.spec.ways * self.spec.queries
 
         def draw(index):
-            return self.batch_for(stream, int(index), meta_batch_size)
+            step, replica = divmod(int(index), local)
+            batch = self.batch_for(stream, start + step, meta_batch_size)
+            lo = (first + replica) * per_replica
+            return tuple(part[lo:lo + per_replica] for part in batch)
 
         def fetch(index):
             sx, sy, qx, qy = tf.numpy_function(draw, [index],
                                                [tf.uint8, tf.int32, tf.uint8, tf.int32])
-            sx.set_shape([meta_batch_size, ns, *shape])
-            qx.set_shape([meta_batch_size, nq, *shape])
-            sy.set_shape([meta_batch_size, ns])
-            qy.set_shape([meta_batch_size, nq])
+            sx.set_shape([per_replica, ns, *shape])
+            qx.set_shape([per_replica, nq, *shape])
+            sy.set_shape([per_replica, ns])
+            qy.set_shape([per_replica, nq])
             return {"support_x": to_model_input(sx, dtype), "support_y": sy,
                     "query_x": to_model_input(qx, dtype), "query_y": qy}
 
-        indices = (tf.data.Dataset.counter(start, dtype=tf.int64) if count is None
-                   else tf.data.Dataset.range(start, start + count))
+        indices = (tf.data.Dataset.counter(0, dtype=tf.int64) if count is None
+                   else tf.data.Dataset.range(0, count * local))
         return indices.map(fetch, num_parallel_calls=tf.data.AUTOTUNE,
                            deterministic=True).prefetch(tf.data.AUTOTUNE)
