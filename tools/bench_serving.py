@@ -161,19 +161,22 @@ def bench_app(workdir: Path, repeats: int) -> dict:
         rng = np.random.default_rng(2)
         from PIL import Image
 
-        files = []
+        names, files = [], []
         for c in range(5):
             paths = []
             for i in range(5):
                 p = tmp / f"c{c}_{i}.png"
                 Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(p)
                 paths.append(handle_file(str(p)))
+            names.append(f"class {c}")
             files.append(paths)
         query = [handle_file(str(tmp / "c0_0.png"))] * 15
+        pad = 10 - len(names)  # the page has 10 class slots
 
         def round_trip():
-            client.predict(*[f"class {c}" for c in range(5)], *files, api_name="/adapt_api")
-            client.predict(query, api_name="/classify_api")
+            client.predict(len(names), *names, *[""] * pad, *files, *[None] * pad,
+                           api_name="/adapt")
+            client.predict(query, None, api_name="/classify")
 
         trip = median_time(round_trip, max(3, repeats // 5), warmup=1)
     finally:
