@@ -61,18 +61,22 @@ def _check_bounds(owner: str, a_min, a_max, bound) -> None:
 def arbiter_scales(weights, features, step, *, num_tensors: int, num_steps: int, a_min: float,
                    a_max: float, bound: str = "clip", use_features: bool = True):
     """The Arbiter's forward: ``weights`` = [tensor_embedding, step_embedding, hidden kernel,
-    hidden bias, output kernel, output bias]; ``features`` (num_tensors, NUM_FEATURES)."""
+    hidden bias, output kernel, output bias]; ``features`` (num_tensors, NUM_FEATURES), or with
+    leading task axes (..., num_tensors, NUM_FEATURES) for the task-batched inner loop."""
     tensor_embedding, step_embedding, k1, b1, k2, b2 = (tf.convert_to_tensor(w) for w in weights)
     dtype = k1.dtype
+    features = tf.cast(features, dtype)  # (..., num_tensors, NUM_FEATURES): leading task axes
+    lead = tf.shape(features)[:-1]
     step = tf.minimum(tf.cast(step, tf.int32), num_steps - 1)
-    step_embed = tf.broadcast_to(tf.gather(step_embedding, step)[None, :],
-                                 [num_tensors, step_embedding.shape[-1]])
-    features = tf.cast(features, dtype)
+    embed_dim = step_embedding.shape[-1]
+    step_embed = tf.broadcast_to(tf.gather(step_embedding, step), tf.concat([lead, [embed_dim]], 0))
+    tensor_embed = tf.broadcast_to(tensor_embedding, tf.concat([lead, [embed_dim]], 0))
     if not use_features:
         features = tf.zeros_like(features)  # ablation: step and tensor embeddings only
-    inputs = tf.concat([features, tensor_embedding, step_embed], axis=-1)
-    hidden = tf.nn.relu(tf.matmul(inputs, k1) + b1)
-    z = (tf.matmul(hidden, k2) + b2)[:, 0]
+    inputs = tf.concat([features, tensor_embed, step_embed], axis=-1)
+    flat = tf.reshape(inputs, [-1, inputs.shape[-1]])
+    hidden = tf.nn.relu(tf.matmul(flat, k1) + b1)
+    z = tf.reshape((tf.matmul(hidden, k2) + b2)[:, 0], lead)
     return bounded_scale(z, a_min, a_max, bound)
 
 

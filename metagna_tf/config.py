@@ -27,6 +27,7 @@ CHOICES: dict[str, tuple] = {
     "jit": ("auto", "on", "off"),
     "channels": (1, 3),
     "protocol": ("standard", "cross_alphabet"),
+    "task_batching": ("auto", "loop", "grouped", "stacked"),
 }
 
 
@@ -77,6 +78,10 @@ class Config:
     val_episodes: int = 100
     seed: int = 0
     jit: str = "auto"  # auto | on | off
+    # how a meta-batch's tasks are computed: loop (one after another) | grouped (all at once,
+    # grouped convolutions) | stacked (all at once, a convolution per task) | auto (grouped
+    # for float32 with many small tasks, where measured faster; else loop); same maths
+    task_batching: str = "auto"
 
     def __post_init__(self) -> None:
         checks = {name: (getattr(self, name) in values, " or ".join(map(str, values)))
@@ -107,6 +112,20 @@ class Config:
     @property
     def first_order(self) -> bool:
         return self.algorithm == "fomaml"
+
+    @property
+    def batching(self) -> str:
+        """The task-batching formulation ``auto`` resolves to (tools/bench.py measured it:
+        grouped convolutions win for many small float32 tasks, e.g. Omniglot's 32 tasks of
+        28x28 images, and lose at 84x84 with 4 tasks; TensorFlow has no grouped-convolution
+        gradient on the CPU in float64)."""
+        if self.task_batching != "auto":
+            return self.task_batching
+        sample_aware = self.algorithm == "metagna" and self.arbiter_use_features
+        supported = self.gna_direction == "mean" and not (
+            sample_aware and self.gna_sample_grads != "frozen_stats")
+        small = self.image_size <= 32 and self.meta_batch_size >= 8
+        return "grouped" if supported and small and self.dtype == "float32" else "loop"
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)

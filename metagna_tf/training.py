@@ -27,7 +27,7 @@ TRAIN_STREAM = 0
 VAL_STREAM = 1
 METRICS_FILE = "metrics.jsonl"
 # Keys that may differ when a workdir is trained further (everything else must match).
-RESUMABLE_CHANGES = {"iterations", "checkpoint_every", "val_episodes", "jit"}
+RESUMABLE_CHANGES = {"iterations", "checkpoint_every", "val_episodes", "jit", "task_batching"}
 
 
 class NonFiniteLossError(FloatingPointError):

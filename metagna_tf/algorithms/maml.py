@@ -19,7 +19,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from metagna_tf.algorithms import make_scale_network, make_update_rule
+from metagna_tf.algorithms import batched, make_scale_network, make_update_rule
 from metagna_tf.algorithms.inner_loop import Adaptation, adapt, classify
 from metagna_tf.config import Config
 from metagna_tf.models import build_backbone
@@ -108,6 +108,9 @@ class MetaLearner(keras.Model):
     def meta_gradients(self, support_x, support_y, query_x, query_y):
         """Mean query loss, accuracy, scales and meta-gradients over a meta-batch."""
         config = self.config
+        if config.batching != "loop":
+            return batched.meta_gradients(self, config.batching == "grouped", support_x,
+                                          support_y, query_x, query_y)
         variables = self.trainable_variables
         dtype = config.dtype
         num_tasks = tf.shape(support_x)[0]
@@ -144,6 +147,12 @@ class MetaLearner(keras.Model):
 
     def episode_metrics(self, data, steps: int, ways: int | None = None):
         """Per-episode (query loss, query accuracy, scales) of a meta-batch, no meta-update."""
+        if self.config.batching != "loop" and ways is not None:
+            net = batched.BatchedConv4(self.backbone.spec,
+                                       grouped=self.config.batching == "grouped")
+            return batched.task_outputs(self, net, batched.BatchedUpdate(self),
+                                        *(data[k] for k in EPISODE_KEYS), steps=steps,
+                                        first_order=False, ways=ways)
         def one(episode):
             return self.task_outputs(*episode, steps=steps, ways=ways)
 
