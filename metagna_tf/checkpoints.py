@@ -31,7 +31,12 @@ def make_optimizer(config: Config) -> keras.optimizers.Optimizer:
     lr = config.meta_lr
     if config.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(config.meta_lr, decay_steps=config.iterations)
-    return keras.optimizers.Adam(learning_rate=lr)
+    optimizer = keras.optimizers.Adam(learning_rate=lr)
+    if config.precision == "mixed_float16":  # float16 gradients underflow without it
+        # dynamic scaling; it starts lower than Keras' 2**15, since the meta-gradient flows
+        # back through the float16 inner loop, where large scales overflow (65504)
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=2.0**8)
+    return optimizer
 
 
 def build_model(config: Config) -> MetaLearner:

@@ -28,6 +28,7 @@ CHOICES: dict[str, tuple] = {
     "channels": (1, 3),
     "protocol": ("standard", "cross_alphabet"),
     "task_batching": ("auto", "loop", "grouped", "stacked"),
+    "precision": ("float32", "bfloat16", "mixed_float16"),
 }
 
 
@@ -53,6 +54,12 @@ class Config:
     feature_reduce: str = "mean"  # mean (spatial average) | flatten
     bn_eps: float = 1e-3
     dtype: str = "float32"
+    # compute precision of the inner loop and the forward passes (variables stay in dtype):
+    # float32 | bfloat16 | mixed_float16 (float16 with loss scaling); for GPUs, see
+    # docs/scaling.md. BatchNorm moments, losses and gradient norms stay in float32.
+    precision: str = "float32"
+    # recompute each inner step in the backward pass (tf.recompute_grad): memory for time
+    inner_checkpointing: bool = False
     # algorithm
     algorithm: str = "metagna"
     inner_steps: int = 1
@@ -101,6 +108,11 @@ class Config:
             "val_episodes": (self.val_episodes >= 0, "non-negative"),
             "arbiter_a_min": (0 < self.arbiter_a_min <= 1 <= self.arbiter_a_max,
                               "0 < arbiter_a_min <= 1 <= arbiter_a_max"),
+            "inner_checkpointing": (not self.inner_checkpointing
+                                    or self.task_batching in ("auto", "loop"),
+                                    "False with task_batching grouped or stacked (use loop)"),
+            "precision": (self.precision == "float32" or self.dtype == "float32",
+                          "float32 with dtype float64 (low precision needs float32 variables)"),
             "arbiter_a_max": (self.arbiter_bound == "clip"
                               or self.arbiter_a_min < 1 < self.arbiter_a_max,
                               "arbiter_a_min < 1 < arbiter_a_max with the tanh bound"),
@@ -114,6 +126,11 @@ class Config:
         return self.algorithm == "fomaml"
 
     @property
+    def compute_dtype(self) -> str:
+        return {"float32": self.dtype, "bfloat16": "bfloat16",
+                "mixed_float16": "float16"}[self.precision]
+
+    @property
     def batching(self) -> str:
         """The task-batching formulation ``auto`` resolves to (tools/bench.py measured it:
         grouped convolutions win for many small float32 tasks, e.g. Omniglot's 32 tasks of
@@ -121,11 +138,14 @@ class Config:
         gradient on the CPU in float64)."""
         if self.task_batching != "auto":
             return self.task_batching
+        if self.inner_checkpointing:
+            return "loop"  # recomputation is implemented for the loop
         sample_aware = self.algorithm == "metagna" and self.arbiter_use_features
         supported = self.gna_direction == "mean" and not (
             sample_aware and self.gna_sample_grads != "frozen_stats")
         small = self.image_size <= 32 and self.meta_batch_size >= 8
-        return "grouped" if supported and small and self.dtype == "float32" else "loop"
+        grouped_ok = self.dtype == "float32" and self.precision in ("float32", "bfloat16")
+        return "grouped" if supported and small and grouped_ok else "loop"
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)

@@ -27,7 +27,9 @@ TRAIN_STREAM = 0
 VAL_STREAM = 1
 METRICS_FILE = "metrics.jsonl"
 # Keys that may differ when a workdir is trained further (everything else must match).
-RESUMABLE_CHANGES = {"iterations", "checkpoint_every", "val_episodes", "jit", "task_batching"}
+# (the last three change how the same maths is computed)
+RESUMABLE_CHANGES = {"iterations", "checkpoint_every", "val_episodes", "jit", "task_batching",
+                     "inner_checkpointing"}
 
 
 class NonFiniteLossError(FloatingPointError):

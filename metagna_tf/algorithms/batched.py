@@ -23,8 +23,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from metagna_tf.algorithms.gna import EPS, safe_log
+from metagna_tf.algorithms.inner_loop import float_logits, scale_dtype
 from metagna_tf.arbiter import NUM_FEATURES
-from metagna_tf.models.conv4 import _ACTIVATIONS, BLOCKS
+from metagna_tf.models.conv4 import _ACTIVATIONS, BLOCKS, LOW_PRECISION, moments
 
 FORMULATIONS = ("loop", "grouped", "stacked")
 
@@ -76,14 +77,14 @@ class BatchedConv4:
             h = self.conv(h, kernel)
             if stats is None:
                 ref = h if n_stats is None else h[:n_stats]
-                mean = tf.reduce_mean(ref, axis=[0, 1, 2])  # [T, F]
-                var = tf.reduce_mean(tf.square(ref - mean), axis=[0, 1, 2])
+                mean, var = moments(ref, [0, 1, 2])  # [T, F]
                 if freeze_stats:
                     mean, var = tf.stop_gradient(mean), tf.stop_gradient(var)
             else:
                 mean, var = stats[block]
             used.append((mean, var))
-            inv_std = tf.math.rsqrt(var + self.spec.bn_eps)
+            inv_std = tf.cast(tf.math.rsqrt(var + self.spec.bn_eps), h.dtype)
+            mean = tf.cast(mean, h.dtype)
             xhat = (h - mean) * inv_std
             h = xhat * gamma + beta
             if taps is not None:
@@ -124,7 +125,7 @@ class BatchedConv4:
 
 # ---- head, loss, adaptation --------------------------------------------------------------
 def head_logits(features, fast):
-    return tf.matmul(features, fast[-2]) + fast[-1][:, None, :]
+    return float_logits(tf.matmul(features, fast[-2]) + fast[-1][:, None, :])
 
 
 def prototype_head(features, labels, ways):
@@ -159,23 +160,26 @@ def frozen_stats_sample_norms(net, fast, x, y):
     grads = tape.gradient(total, [*taps["bn_out"], logits])
     logit_norms = tf.norm(grads[-1], axis=-1)  # [T, n]
     norms = net.sample_grad_norms(fast[:-2], taps, grads[:-1])
-    norms += [tf.norm(features, axis=-1) * logit_norms, logit_norms]
-    return tf.stop_gradient(tf.stack(norms, axis=1))
+    norms += [tf.norm(float_logits(features), axis=-1) * logit_norms, logit_norms]
+    return tf.stop_gradient(tf.stack([tf.cast(n, logit_norms.dtype) for n in norms], axis=1))
 
 
 def _normalize(g):
     axes = list(range(1, len(g.shape)))
-    sq = tf.reduce_sum(tf.square(g), axis=axes)  # [T]
+    g32 = tf.cast(g, tf.float32) if g.dtype in LOW_PRECISION else g
+    sq = tf.reduce_sum(tf.square(g32), axis=axes)  # [T]
     inv = tf.math.rsqrt(tf.maximum(sq, EPS * EPS))
     shape = [-1] + [1] * (len(g.shape) - 1)
-    return g * tf.reshape(inv, shape), sq * inv
+    return g * tf.cast(tf.reshape(inv, shape), g.dtype), tf.cast(sq * inv, g.dtype)
 
 
 def arbiter_features(params, grad_norms, losses, sample_norms):
     """``gna.arbiter_features`` per task: ``[T, tensors, NUM_FEATURES]`` (constants)."""
     num = len(params)
-    weight_norms = tf.stack([tf.norm(tf.reshape(p, [tf.shape(p)[0], -1]), axis=-1)
-                             for p in params], axis=1)  # [T, L]
+    dtype = losses.dtype  # float32 also when the fast weights are bfloat16/float16
+    weight_norms = tf.stack([tf.norm(tf.cast(tf.reshape(p, [tf.shape(p)[0], -1]), dtype),
+                                     axis=-1) for p in params], axis=1)  # [T, L]
+    grad_norms = tf.cast(grad_norms, dtype)
     loss_stats = tf.stack([tf.reduce_mean(losses, -1), tf.math.reduce_std(losses, -1),
                            tf.reduce_max(losses, -1)], axis=-1)  # [T, 3]
     log_sample = safe_log(sample_norms)  # [T, L, n]
@@ -206,25 +210,26 @@ class BatchedUpdate:
         self.needs_sample_norms = self.arbiter is not None and self.arbiter.uses_features
 
     def __call__(self, step, params, grads, losses, sample_norms):
+        ones = tf.ones([tf.shape(losses)[0], len(params)], scale_dtype(params))
         if self.algorithm in ("maml", "fomaml"):
             new = [p - self.inner_lr * g for p, g in zip(params, grads, strict=True)]
-            return new, tf.ones([tf.shape(losses)[0], len(params)], params[0].dtype)
+            return new, ones
         units, norms = zip(*(_normalize(g) for g in grads), strict=True)
         if self.arbiter is None:  # normalize-only
             new = [p - self.inner_lr * d for p, d in zip(params, units, strict=True)]
-            return new, tf.ones([tf.shape(losses)[0], len(params)], params[0].dtype)
+            return new, ones
         if self.needs_sample_norms:
             features = arbiter_features(params, tf.stack(norms, axis=1), losses, sample_norms)
         else:
-            features = tf.zeros([tf.shape(losses)[0], len(params), NUM_FEATURES],
-                                params[0].dtype)
+            features = tf.zeros([tf.shape(losses)[0], len(params), NUM_FEATURES], ones.dtype)
         weights = [w.value for w in self.arbiter.scale_weights]
-        scales = tf.cast(self.arbiter.functional()(weights, features, step), params[0].dtype)
-        scales = tf.broadcast_to(scales, [tf.shape(losses)[0], len(params)])  # LSLR: [L]
+        scales = tf.cast(self.arbiter.functional()(weights, features, step), ones.dtype)
+        scales = tf.broadcast_to(scales, tf.shape(ones))  # LSLR gives one row [L]
+        applied = tf.cast(scales, params[0].dtype)
         new = []
         for i, (p, d) in enumerate(zip(params, units, strict=True)):
             shape = [-1] + [1] * (len(p.shape) - 1)
-            new.append(p - self.inner_lr * tf.reshape(scales[:, i] * norms[i], shape) * d)
+            new.append(p - self.inner_lr * tf.reshape(applied[:, i] * norms[i], shape) * d)
         return new, scales
 
 
@@ -252,15 +257,15 @@ def adapt(net, update, theta, support_x, support_y, ways, steps: int, first_orde
         all_scales.append(scales)
     _, stats = net.forward(fast[:-2], support_x, return_stats=True)
     scales = (tf.stack(all_scales, axis=1) if all_scales
-              else tf.zeros([tasks, 0, len(fast)], fast[0].dtype))
+              else tf.zeros([tasks, 0, len(fast)], scale_dtype(fast)))
     return fast, stats, scales
 
 
 def task_outputs(model, net, update, support_x, support_y, query_x, query_y, steps: int,
                  first_order: bool, ways: int):
     """Per-task query loss [T], accuracy [T] and mean scale per tensor [T, tensors]."""
-    dtype = model.config.dtype
-    theta = [tf.convert_to_tensor(p.value) for p in model.backbone.params]
+    dtype = model.config.compute_dtype
+    theta = [tf.cast(p.value, dtype) for p in model.backbone.params]
     sx = to_task_layout(tf.cast(support_x, dtype))
     qx = to_task_layout(tf.cast(query_x, dtype))
     fast, stats, scales = adapt(net, update, theta, sx, support_y, ways, steps, first_order)
@@ -285,7 +290,8 @@ def meta_gradients(model, grouped: bool, support_x, support_y, query_x, query_y)
                                             query_y, config.inner_steps, config.first_order,
                                             config.ways)
         loss = tf.reduce_mean(losses)
-    grads = tape.gradient(loss, variables)
+        scaled = model.scale_loss(loss)
+    grads = tape.gradient(scaled, variables)
     grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
              for v, g in zip(variables, grads, strict=True)]
     return loss, tf.reduce_mean(accs), tf.reduce_mean(scales, axis=0), grads

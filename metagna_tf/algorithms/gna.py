@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from metagna_tf.algorithms.inner_loop import scale_dtype
 from metagna_tf.arbiter import NUM_FEATURES
 
 EPS = 1e-12
@@ -32,9 +33,10 @@ EPS = 1e-12
 
 def normalize(v, eps: float = EPS):
     """``(v / max(|v|, eps), |v|)``, smooth, exact unit norm when ``|v| > eps``, no NaN at 0."""
-    sq = tf.reduce_sum(tf.square(v))
+    v32 = tf.cast(v, tf.float32) if v.dtype in (tf.bfloat16, tf.float16) else v
+    sq = tf.reduce_sum(tf.square(v32))
     inv = tf.math.rsqrt(tf.maximum(sq, eps * eps))
-    return v * inv, sq * inv
+    return v * tf.cast(inv, v.dtype), tf.cast(sq * inv, v.dtype)
 
 
 def sample_unit_vectors(sample_grads, eps: float = EPS):
@@ -58,7 +60,9 @@ def per_sample_norms(sample_grads):
 def arbiter_features(params, grad_norms, losses, sample_norms):
     """The ``(num_tensors, NUM_FEATURES)`` sample-aware features (constants)."""
     num = len(params)
-    weight_norms = tf.stack([tf.norm(tf.reshape(p, [-1])) for p in params])
+    dtype = losses.dtype  # float32 also when the fast weights are bfloat16/float16
+    weight_norms = tf.stack([tf.norm(tf.cast(tf.reshape(p, [-1]), dtype)) for p in params])
+    grad_norms = tf.cast(grad_norms, dtype)
     loss_stats = tf.stack([tf.reduce_mean(losses), tf.math.reduce_std(losses),
                            tf.reduce_max(losses)])
     log_sample = safe_log(sample_norms)
@@ -108,13 +112,14 @@ class GNAUpdate:
                      for g_i in sample_grads]
         if self.arbiter is None:
             new = [p - self.inner_lr * d for p, d in zip(params, units, strict=True)]
-            return new, tf.ones([len(params)], dtype=params[0].dtype)
+            return new, tf.ones([len(params)], dtype=scale_dtype(params))
         # a feature-free scale (LSLR, the embeddings-only Arbiter) computes no features
         features = tf.zeros([len(params), NUM_FEATURES], params[0].dtype)
         if self.uses_features:
             features = self.features(step=step, params=params, norms=norms, losses=losses,
                                      sample_grads=sample_grads, sample_norms=sample_norms)
-        scales = tf.cast(self.arbiter(features, step=step), params[0].dtype)
-        new = [p - self.inner_lr * scales[i] * norms[i] * units[i]
+        scales = tf.cast(self.arbiter(features, step=step), scale_dtype(params))
+        applied = tf.cast(scales, params[0].dtype)
+        new = [p - self.inner_lr * applied[i] * norms[i] * units[i]
                for i, p in enumerate(params)]
         return new, scales

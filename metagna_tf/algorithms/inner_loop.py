@@ -43,10 +43,15 @@ def prototype_head(features, labels, ways):
     return 2.0 * tf.transpose(prototypes), -tf.reduce_sum(tf.square(prototypes), axis=-1)
 
 
+def float_logits(logits):
+    """Logits in float32 when computed in bfloat16 or float16: losses and softmax stay exact."""
+    return tf.cast(logits, tf.float32) if logits.dtype in (tf.bfloat16, tf.float16) else logits
+
+
 def logits_of(backbone, fast, x):
     """Logits of ``x`` under fast weights, BatchNorm statistics from ``x`` itself (the support set)."""
     features = backbone.forward(fast[:-2], x)
-    return tf.matmul(features, fast[-2]) + fast[-1]
+    return float_logits(tf.matmul(features, fast[-2]) + fast[-1])
 
 
 def per_sample_losses(backbone, fast, x, y):
@@ -91,14 +96,42 @@ def frozen_stats_sample_norms(backbone, fast, x, y):
     with tf.GradientTape() as tape:
         tape.watch(fast)
         features = backbone.forward(fast[:-2], x, taps=taps, freeze_stats=True)
-        logits = tf.matmul(features, fast[-2]) + fast[-1]
+        logits = float_logits(tf.matmul(features, fast[-2]) + fast[-1])
         total = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
                                                                              logits=logits))
     grads = tape.gradient(total, [*taps["bn_out"], logits])
     logit_norms = tf.norm(grads[-1], axis=-1)  # |p_i - onehot(y_i)|
     norms = backbone.sample_grad_norms(fast[:-2], taps, grads[:-1])
-    norms += [tf.norm(features, axis=-1) * logit_norms, logit_norms]  # head W (rank 1), b
-    return tf.stop_gradient(tf.stack(norms))
+    norms += [tf.norm(float_logits(features), axis=-1) * logit_norms, logit_norms]  # W, b
+    return tf.stop_gradient(tf.stack([tf.cast(n, logit_norms.dtype) for n in norms]))
+
+
+def inner_step(backbone, update: UpdateRule, step: int, fast, support_x, support_y, *,
+               first_order: bool = False, observe=None):
+    """One inner step: ``(new fast weights, scales, mean support loss before the step)``."""
+    per_sample = getattr(update, "needs_sample_grads", False)
+    losses, grads, sample_grads = support_gradients(backbone, fast, support_x, support_y,
+                                                    per_sample)
+    if first_order:
+        grads = [tf.stop_gradient(g) for g in grads]
+        if sample_grads is not None:
+            sample_grads = [tf.stop_gradient(g) for g in sample_grads]
+    sample_norms = (frozen_stats_sample_norms(backbone, fast, support_x, support_y)
+                    if getattr(update, "needs_sample_norms", False) else None)
+    new_fast, scales = update(step=step, params=fast, grads=grads, losses=losses,
+                              sample_grads=sample_grads, sample_norms=sample_norms)
+    if observe is not None:
+        observe(step=step, fast=fast, losses=losses, grads=grads, scales=scales)
+    return new_fast, scales, tf.reduce_mean(losses)
+
+
+def support_statistics(backbone, fast, support_x, support_y):
+    """The support set's BatchNorm statistics under ``fast``, and its mean loss."""
+    features, stats = backbone.forward(fast[:-2], support_x, return_stats=True)
+    logits = float_logits(tf.matmul(features, fast[-2]) + fast[-1])
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=support_y,
+                                                                         logits=logits))
+    return stats, loss
 
 
 def adapt(backbone, params: Sequence, support_x, support_y, ways, *, steps: int,
@@ -110,33 +143,66 @@ def adapt(backbone, params: Sequence, support_x, support_y, ways, *, steps: int,
     ``observe``, if given, is called at each step with ``step``, ``fast`` (before the step),
     ``losses`` (per sample), ``grads`` and ``scales`` (for analysis tools; eager use).
     """
-    per_sample = getattr(update, "needs_sample_grads", False)
-    per_sample_norms = getattr(update, "needs_sample_norms", False)
     fast = init_fast_weights(backbone, params, support_x, support_y, ways)
     all_scales, support_losses = [], []
     for step in range(steps):
-        losses, grads, sample_grads = support_gradients(backbone, fast, support_x, support_y,
-                                                        per_sample)
-        support_losses.append(tf.reduce_mean(losses))
-        if first_order:
-            grads = [tf.stop_gradient(g) for g in grads]
-            if sample_grads is not None:
-                sample_grads = [tf.stop_gradient(g) for g in sample_grads]
-        sample_norms = (frozen_stats_sample_norms(backbone, fast, support_x, support_y)
-                        if per_sample_norms else None)
-        new_fast, scales = update(step=step, params=fast, grads=grads, losses=losses,
-                                  sample_grads=sample_grads, sample_norms=sample_norms)
-        if observe is not None:
-            observe(step=step, fast=fast, losses=losses, grads=grads, scales=scales)
-        fast = new_fast
+        fast, scales, loss = inner_step(backbone, update, step, fast, support_x, support_y,
+                                        first_order=first_order, observe=observe)
         all_scales.append(scales)
-    features, stats = backbone.forward(fast[:-2], support_x, return_stats=True)
-    logits = tf.matmul(features, fast[-2]) + fast[-1]
-    support_losses.append(tf.reduce_mean(
-        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=support_y, logits=logits)))
+        support_losses.append(loss)
+    stats, loss = support_statistics(backbone, fast, support_x, support_y)
+    support_losses.append(loss)
     scales = (tf.stack(all_scales) if all_scales
-              else tf.zeros([0, len(fast)], dtype=fast[0].dtype))
+              else tf.zeros([0, len(fast)], dtype=scale_dtype(fast)))
     return Adaptation(fast, stats, scales, tf.stack(support_losses))
+
+
+def recomputed_meta_gradients(backbone, update: UpdateRule, theta_variables, scale_variables,
+                              cast, support_x, support_y, query_x, query_y, ways, *,
+                              steps: int, first_order: bool = False):
+    """One task's query loss and its gradients, recomputing each inner step backwards.
+
+    The plain path keeps every inner step's activations for the backward pass. Here the
+    forward keeps only the fast weights after each step; the backward pass walks the steps
+    in reverse, recomputing step ``j`` under a tape and taking its vector-Jacobian product
+    with the gradient of step ``j + 1`` (second order included, the inner tapes are rebuilt
+    too): memory of one step's activations, about one more forward and inner backward per
+    step. Returns ``(loss, accuracy, scales, theta grads, scale-network grads)``.
+    """
+    with tf.GradientTape() as init_tape:
+        theta = [cast(v) for v in theta_variables]
+        fast = init_fast_weights(backbone, theta, support_x, support_y, ways)
+    path = [[tf.stop_gradient(f) for f in fast]]
+    all_scales = []
+    for step in range(steps):
+        new, scales, _ = inner_step(backbone, update, step, path[-1], support_x, support_y,
+                                    first_order=first_order)
+        path.append([tf.stop_gradient(f) for f in new])
+        all_scales.append(tf.stop_gradient(scales))
+    with tf.GradientTape() as tape:
+        tape.watch(path[-1])
+        stats, _ = support_statistics(backbone, path[-1], support_x, support_y)
+        logits = classify(backbone, path[-1], stats, query_x)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=query_y, logits=logits))
+    upstream = tape.gradient(loss, path[-1])
+    scale_grads = [tf.zeros_like(v) for v in scale_variables]
+    for step in reversed(range(steps)):
+        with tf.GradientTape() as tape:
+            tape.watch(path[step])
+            new, _, _ = inner_step(backbone, update, step, path[step], support_x, support_y,
+                                   first_order=first_order)
+        grads = tape.gradient(new, [*path[step], *scale_variables], output_gradients=upstream,
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        upstream = grads[:len(new)]
+        scale_grads = [a + g for a, g in zip(scale_grads, grads[len(new):], strict=True)]
+    theta_grads = init_tape.gradient(fast, list(theta_variables), output_gradients=upstream,
+                                     unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=query_y.dtype), query_y),
+                      loss.dtype)
+    scales = (tf.reduce_mean(tf.stack(all_scales), axis=0) if all_scales
+              else tf.ones([len(fast)], loss.dtype))
+    return loss, tf.reduce_mean(correct), scales, theta_grads, scale_grads
 
 
 def classify(backbone, fast, stats, images):
@@ -147,7 +213,7 @@ def classify(backbone, fast, stats, images):
     logits depend on that row only.
     """
     features = backbone.forward(fast[:-2], images, stats=stats)
-    return tf.matmul(features, fast[-2]) + fast[-1]
+    return float_logits(tf.matmul(features, fast[-2]) + fast[-1])
 
 
 def sgd_update(inner_lr: float) -> UpdateRule:
@@ -156,6 +222,11 @@ def sgd_update(inner_lr: float) -> UpdateRule:
     def update(*, step, params, grads, losses, sample_grads, sample_norms):
         del step, losses, sample_grads, sample_norms
         new = [p - inner_lr * g for p, g in zip(params, grads, strict=True)]
-        return new, tf.ones([len(params)], dtype=params[0].dtype)
+        return new, tf.ones([len(params)], dtype=scale_dtype(params))
 
     return update
+
+
+def scale_dtype(params):
+    """The dtype of reported step scales: float32 for bfloat16/float16 fast weights."""
+    return tf.float32 if params[0].dtype in (tf.bfloat16, tf.float16) else params[0].dtype

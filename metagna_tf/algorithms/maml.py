@@ -20,7 +20,12 @@ import keras
 import tensorflow as tf
 
 from metagna_tf.algorithms import batched, make_scale_network, make_update_rule
-from metagna_tf.algorithms.inner_loop import Adaptation, adapt, classify
+from metagna_tf.algorithms.inner_loop import (
+    Adaptation,
+    adapt,
+    classify,
+    recomputed_meta_gradients,
+)
 from metagna_tf.config import Config
 from metagna_tf.models import build_backbone
 
@@ -79,17 +84,18 @@ class MetaLearner(keras.Model):
         ``ways`` (the number of classes) is read from the labels when None; pass it when
         known, as XLA needs it as a compile-time constant.
         """
-        support_x = tf.cast(support_x, self.config.dtype)
+        dtype = self.config.compute_dtype
+        support_x = tf.cast(support_x, dtype)
         if ways is None:
             ways = tf.reduce_max(support_y) + 1
-        params = [tf.convert_to_tensor(p.value) for p in self.backbone.params]
+        params = [tf.cast(p.value, dtype) for p in self.backbone.params]
         return adapt(self.backbone, params, support_x, support_y, ways, steps=steps,
                      update=self.update_rule, first_order=first_order)
 
     def classify(self, adaptation: Adaptation, images):
         """Logits of ``images`` (model input) under an adaptation (see ``inner_loop.classify``)."""
         return classify(self.backbone, adaptation.fast, adaptation.stats,
-                        tf.cast(images, self.config.dtype))
+                        tf.cast(images, self.config.compute_dtype))
 
     def task_outputs(self, support_x, support_y, query_x, query_y, steps: int,
                      first_order: bool = False, ways: int | None = None):
@@ -105,6 +111,32 @@ class MetaLearner(keras.Model):
                        else tf.ones([len(self.tensor_names)], loss.dtype))
         return loss, tf.reduce_mean(correct), mean_scales
 
+    def scale_loss(self, loss):
+        """The loss scaled for float16 (``mixed_float16``); the optimizer unscales the gradients."""
+        optimizer = getattr(self, "optimizer", None)
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return optimizer.scale_loss(loss)
+        return loss
+
+    def recomputed_task_gradients(self, support_x, support_y, query_x, query_y):
+        """One task's (loss, accuracy, scales, gradients) with ``--inner-checkpointing``:
+        ``inner_loop.recomputed_meta_gradients`` (same values, less memory)."""
+        config = self.config
+        dtype = config.compute_dtype
+        scale_vars = list(self.arbiter.trainable_variables) if self.arbiter is not None else []
+        loss, acc, scales, theta_grads, scale_grads = recomputed_meta_gradients(
+            self.backbone, self.update_rule, self.backbone.params, scale_vars,
+            lambda v: tf.cast(v.value, dtype), tf.cast(support_x, dtype), support_y,
+            tf.cast(query_x, dtype), query_y, config.ways, steps=config.inner_steps,
+            first_order=config.first_order)
+        by_var = {id(v): g for v, g in zip([*self.backbone.params, *scale_vars],
+                                           [*theta_grads, *scale_grads], strict=True)}
+        grads = [by_var.get(id(v), tf.zeros_like(v)) for v in self.trainable_variables]
+        factor = self.scale_loss(tf.constant(1.0, loss.dtype))
+        grads = [tf.cast(g, v.dtype) * tf.cast(factor, v.dtype)
+                 for g, v in zip(grads, self.trainable_variables, strict=True)]
+        return loss, acc, tf.cast(scales, loss.dtype), grads
+
     def meta_gradients(self, support_x, support_y, query_x, query_y):
         """Mean query loss, accuracy, scales and meta-gradients over a meta-batch."""
         config = self.config
@@ -116,11 +148,17 @@ class MetaLearner(keras.Model):
         num_tasks = tf.shape(support_x)[0]
 
         def body(i, grads, loss_sum, acc_sum, scale_sum):
+            if config.inner_checkpointing:
+                loss, acc, scales, task_grads = self.recomputed_task_gradients(
+                    support_x[i], support_y[i], query_x[i], query_y[i])
+                grads = [a + g for a, g in zip(grads, task_grads, strict=True)]
+                return i + 1, grads, loss_sum + loss, acc_sum + acc, scale_sum + scales
             with tf.GradientTape() as tape:
                 loss, acc, scales = self.task_outputs(
                     support_x[i], support_y[i], query_x[i], query_y[i],
                     steps=config.inner_steps, first_order=config.first_order, ways=config.ways)
-            task_grads = tape.gradient(loss, variables)
+                scaled = self.scale_loss(loss)
+            task_grads = tape.gradient(scaled, variables)
             grads = [a + (tf.zeros_like(a) if g is None else tf.convert_to_tensor(g))
                      for a, g in zip(grads, task_grads, strict=True)]
             return i + 1, grads, loss_sum + loss, acc_sum + acc, scale_sum + scales

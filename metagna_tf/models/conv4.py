@@ -55,14 +55,14 @@ def conv4_forward(params, x, *, downsample: str, activation: str, feature_reduce
         h = tf.nn.conv2d(h, kernel, strides=stride, padding="SAME")
         if stats is None:
             ref = h if n_stats is None else h[:n_stats]
-            mean = tf.reduce_mean(ref, axis=[0, 1, 2])
-            var = tf.reduce_mean(tf.square(ref - mean), axis=[0, 1, 2])
+            mean, var = moments(ref, [0, 1, 2])
             if freeze_stats:
                 mean, var = tf.stop_gradient(mean), tf.stop_gradient(var)
         else:
             mean, var = stats[block]
         used_stats.append((mean, var))
-        inv_std = tf.math.rsqrt(var + bn_eps)
+        inv_std = tf.cast(tf.math.rsqrt(var + bn_eps), h.dtype)
+        mean = tf.cast(mean, h.dtype)
         xhat = (h - mean) * inv_std
         h = xhat * gamma + beta
         if taps is not None:
@@ -72,6 +72,18 @@ def conv4_forward(params, x, *, downsample: str, activation: str, feature_reduce
         h = _downsample(act(h), downsample)
     features = _reduce(h, feature_reduce)
     return (features, used_stats) if return_stats else features
+
+
+LOW_PRECISION = (tf.bfloat16, tf.float16)
+
+
+def moments(h, axes):
+    """``mean(h)``, ``mean((h - mean)^2)`` written out (exact second derivatives), in float32
+    when ``h`` is bfloat16 or float16."""
+    if h.dtype in LOW_PRECISION:
+        h = tf.cast(h, tf.float32)
+    mean = tf.reduce_mean(h, axis=axes)
+    return mean, tf.reduce_mean(tf.square(h - mean), axis=axes)
 
 
 def _downsample(h, downsample: str):

@@ -1,0 +1,43 @@
+"""Low-precision compute (bfloat16, float16 with loss scaling) trains with finite losses on CPU."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from metagna_tf.checkpoints import build_model
+from tests.conftest import random_episode, tiny_config
+
+
+@pytest.mark.parametrize("precision, batching", [("mixed_float16", "loop"),
+                                                 ("bfloat16", "loop"), ("bfloat16", "grouped")])
+def test_low_precision_trains_a_few_steps_with_finite_loss(precision, batching):
+    config = tiny_config(dtype="float32", activation="relu", downsample="stride",
+                         algorithm="metagna", image_size=28, filters=8, meta_batch_size=2,
+                         precision=precision, task_batching=batching)
+    model = build_model(config)
+    if precision == "mixed_float16":
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    before = [v.numpy().copy() for v in model.backbone.params]
+    data = random_episode(config, seed=41, tasks=2)
+    history = model.fit(tf.data.Dataset.from_tensors(data).repeat(), steps_per_epoch=6,
+                        epochs=1, verbose=0)
+    losses = history.history["loss"]
+    assert all(math.isfinite(v) for v in losses)
+    assert all(v.dtype == np.float32 for v in before)  # variables stay float32
+    moved = [not np.array_equal(v.numpy(), b) for v, b in zip(model.backbone.params, before,
+                                                                strict=True)]
+    assert all(moved)
+    # the low-precision adaptation tracks the float32 one
+    reference = build_model(config.replace(precision="float32"))
+    reference.set_weights(model.get_weights())
+    sx = tf.constant(data["support_x"][0])
+    sy = tf.constant(data["support_y"][0])
+    low, full = model.adapt(sx, sy, 2), reference.adapt(sx, sy, 2)
+    assert low.fast[0].dtype == tf.as_dtype(config.compute_dtype)
+    np.testing.assert_allclose(low.support_losses.numpy(), full.support_losses.numpy(),
+                               rtol=0.1, atol=0.05)
