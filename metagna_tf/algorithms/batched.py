@@ -236,7 +236,7 @@ class BatchedUpdate:
 def adapt(net, update, theta, support_x, support_y, ways, steps: int, first_order: bool):
     """``inner_loop.adapt`` for all tasks; ``support_x`` [n, H, W, T, C], labels [T, n].
 
-    Returns (fast weights [T, ...], stats [(T, F), ...], scales [T, steps, tensors]).
+    Returns (fast weights [T, ...], scales [T, steps, tensors]).
     """
     tasks = support_y.shape[0]
     backbone = [tf.broadcast_to(p[None], [tasks, *p.shape]) for p in theta]
@@ -255,10 +255,9 @@ def adapt(net, update, theta, support_x, support_y, ways, steps: int, first_orde
                         if update.needs_sample_norms else None)
         fast, scales = update(step, fast, grads, losses, sample_norms)
         all_scales.append(scales)
-    _, stats = net.forward(fast[:-2], support_x, return_stats=True)
     scales = (tf.stack(all_scales, axis=1) if all_scales
               else tf.zeros([tasks, 0, len(fast)], scale_dtype(fast)))
-    return fast, stats, scales
+    return fast, scales
 
 
 def task_outputs(model, net, update, support_x, support_y, query_x, query_y, steps: int,
@@ -268,8 +267,11 @@ def task_outputs(model, net, update, support_x, support_y, query_x, query_y, ste
     theta = [tf.cast(p.value, dtype) for p in model.backbone.params]
     sx = to_task_layout(tf.cast(support_x, dtype))
     qx = to_task_layout(tf.cast(query_x, dtype))
-    fast, stats, scales = adapt(net, update, theta, sx, support_y, ways, steps, first_order)
-    logits = head_logits(net.forward(fast[:-2], qx, stats=stats), fast)  # [T, q, ways]
+    fast, scales = adapt(net, update, theta, sx, support_y, ways, steps, first_order)
+    # one forward over [support; queries], statistics from the support rows (query_logits)
+    n_support = tf.shape(sx)[0]
+    features = net.forward(fast[:-2], tf.concat([sx, qx], axis=0), n_stats=n_support)
+    logits = head_logits(features[:, n_support:], fast)  # [T, q, ways]
     losses = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=query_y, logits=logits), axis=1)
     correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=query_y.dtype), query_y),

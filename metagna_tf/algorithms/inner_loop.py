@@ -135,13 +135,16 @@ def support_statistics(backbone, fast, support_x, support_y):
 
 
 def adapt(backbone, params: Sequence, support_x, support_y, ways, *, steps: int,
-          update: UpdateRule, first_order: bool = False, observe=None) -> Adaptation:
+          update: UpdateRule, first_order: bool = False, observe=None,
+          final_stats: bool = True) -> Adaptation:
     """Adapt ``params`` (backbone tensors) to the support set.
 
     After the last step, one forward pass over the support set gives the BatchNorm
     statistics that ``classify`` applies to any image (and the final support loss).
     ``observe``, if given, is called at each step with ``step``, ``fast`` (before the step),
     ``losses`` (per sample), ``grads`` and ``scales`` (for analysis tools; eager use).
+    ``final_stats=False`` skips the final support forward (``stats`` is then None): for
+    ``query_logits``, which gets the same statistics in its own forward pass.
     """
     fast = init_fast_weights(backbone, params, support_x, support_y, ways)
     all_scales, support_losses = [], []
@@ -150,11 +153,24 @@ def adapt(backbone, params: Sequence, support_x, support_y, ways, *, steps: int,
                                         first_order=first_order, observe=observe)
         all_scales.append(scales)
         support_losses.append(loss)
-    stats, loss = support_statistics(backbone, fast, support_x, support_y)
-    support_losses.append(loss)
+    stats = None
+    if final_stats:
+        stats, loss = support_statistics(backbone, fast, support_x, support_y)
+        support_losses.append(loss)
     scales = (tf.stack(all_scales) if all_scales
               else tf.zeros([0, len(fast)], dtype=scale_dtype(fast)))
-    return Adaptation(fast, stats, scales, tf.stack(support_losses))
+    losses = tf.stack(support_losses) if support_losses else tf.zeros([0], scales.dtype)
+    return Adaptation(fast, stats, scales, losses)
+
+
+def query_logits(backbone, fast, support_x, query_x):
+    """``classify(fast, support statistics, query_x)`` in one forward pass over
+    ``[support; queries]`` with the statistics of the support rows: the same logits, one
+    forward fewer (the training and evaluation path; ``tests/test_meta_gradients.py``)."""
+    n_support = tf.shape(support_x)[0]
+    features = backbone.forward(fast[:-2], tf.concat([support_x, query_x], axis=0),
+                                n_stats=n_support)
+    return float_logits(tf.matmul(features[n_support:], fast[-2]) + fast[-1])
 
 
 def recomputed_meta_gradients(backbone, update: UpdateRule, theta_variables, scale_variables,

@@ -24,6 +24,7 @@ from metagna_tf.algorithms.inner_loop import (
     Adaptation,
     adapt,
     classify,
+    query_logits,
     recomputed_meta_gradients,
 )
 from metagna_tf.config import Config
@@ -78,7 +79,7 @@ class MetaLearner(keras.Model):
 
     # ---- one task -------------------------------------------------------------------
     def adapt(self, support_x, support_y, steps: int, first_order: bool = False,
-              ways=None) -> Adaptation:
+              ways=None, final_stats: bool = True) -> Adaptation:
         """Adapt the meta-learned initialization to one support set (model-input images).
 
         ``ways`` (the number of classes) is read from the labels when None; pass it when
@@ -90,7 +91,7 @@ class MetaLearner(keras.Model):
             ways = tf.reduce_max(support_y) + 1
         params = [tf.cast(p.value, dtype) for p in self.backbone.params]
         return adapt(self.backbone, params, support_x, support_y, ways, steps=steps,
-                     update=self.update_rule, first_order=first_order)
+                     update=self.update_rule, first_order=first_order, final_stats=final_stats)
 
     def classify(self, adaptation: Adaptation, images):
         """Logits of ``images`` (model input) under an adaptation (see ``inner_loop.classify``)."""
@@ -100,8 +101,11 @@ class MetaLearner(keras.Model):
     def task_outputs(self, support_x, support_y, query_x, query_y, steps: int,
                      first_order: bool = False, ways: int | None = None):
         """Query loss, query accuracy and mean scale per tensor for one episode."""
-        adaptation = self.adapt(support_x, support_y, steps, first_order, ways)
-        logits = self.classify(adaptation, query_x)
+        adaptation = self.adapt(support_x, support_y, steps, first_order, ways,
+                                final_stats=False)
+        dtype = self.config.compute_dtype
+        logits = query_logits(self.backbone, adaptation.fast, tf.cast(support_x, dtype),
+                              tf.cast(query_x, dtype))
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=query_y, logits=logits))
         correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=query_y.dtype), query_y),
