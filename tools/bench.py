@@ -8,7 +8,7 @@ before TensorFlow starts) and prints:
 * seconds per meta-step of the compiled train function (fixed meta-batch: no data loading)
   for maml, fomaml, metagna at Omniglot 5-way 1-shot (meta-batch 32, 28x28, 64 filters) and
   mini-ImageNet 5-way 1-shot and 5-shot (meta-batch 4, 84x84, 32 filters), per task-batching
-  formulation (loop, grouped) as ratios, and with 2 logical CPU devices (mirrored);
+  formulation (loop, grouped, stacked) as ratios to the loop, and with 2 logical CPU devices (mirrored);
 * seconds per iteration as ``train()`` runs it (data pipeline, ``fit()``, metrics,
   checkpoints): what a user waits for;
 * peak resident memory (whole process) of each, and of a 5-step inner loop with and without
@@ -197,7 +197,7 @@ def main() -> None:
     for shape in shapes:
         for algorithm in ("maml", "fomaml", "metagna"):
             loop_time = None
-            for batching, devices in (("loop", 1), ("grouped", 1), ("auto", 2)):
+            for batching, devices in (("loop", 1), ("grouped", 1), ("stacked", 1), ("auto", 2)):
                 if devices == 2 and algorithm == "fomaml":
                     continue
                 spec = {"kind": "step", "shape": shape, "repeats": args.repeats,

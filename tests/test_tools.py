@@ -1,0 +1,33 @@
+"""The measurement tools' own logic (their figures are produced by running them, not here)."""
+
+import numpy as np
+import tensorflow as tf
+
+from tools.profile_meta_step import kernel_times, op_type
+
+
+def test_op_type_reads_kernel_events_and_skips_executor_events():
+    assert op_type("grad/Conv2DBackpropFilter_6:_MklNativeConv2DBackpropFilter") == \
+        "Conv2DBackpropFilter"
+    assert op_type("StatefulPartitionedCall/mul_3:Mul") == "Mul"
+    assert op_type("ExecutorState::Process") is None
+    assert op_type("no kernel here") is None
+
+
+def test_kernel_times_finds_the_traced_convolutions(tmp_path):
+    x = tf.constant(np.random.default_rng(0).random((8, 28, 28, 1), np.float32))
+    w = tf.Variable(tf.ones((3, 3, 1, 16)))
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            y = tf.reduce_sum(tf.nn.conv2d(x, w, 1, "SAME") ** 2)
+        return tape.gradient(y, w)
+
+    step()
+    tf.profiler.experimental.start(str(tmp_path))
+    for _ in range(3):
+        step()
+    tf.profiler.experimental.stop()
+    totals = kernel_times(str(tmp_path))
+    assert totals["Conv2D"] > 0 and totals["Conv2DBackpropFilter"] > 0
