@@ -58,7 +58,7 @@ class Config:
     # float32 | bfloat16 | mixed_float16 (float16 with loss scaling); for GPUs, see
     # docs/scaling.md. BatchNorm moments, losses and gradient norms stay in float32.
     precision: str = "float32"
-    # recompute each inner step in the backward pass (tf.recompute_grad): memory for time
+    # recompute each inner step in the backward pass (a manual reverse pass): memory for time
     inner_checkpointing: bool = False
     # algorithm
     algorithm: str = "metagna"

@@ -240,15 +240,20 @@ def main() -> None:
                   f"{result.get('s_per_iteration', float('nan')):.3f} s/iteration", flush=True)
     # memory of a long inner loop, precision
     report["memory"] = []
-    for checkpointing in (False, True):
-        result = run({"kind": "step", "shape": "omniglot_5w1s", "repeats": 2,
-                      "config": {"algorithm": "metagna", "inner_steps": 5,
-                                 "inner_checkpointing": checkpointing,
-                                 "task_batching": "loop"}})
-        report["memory"].append({"inner_checkpointing": checkpointing, **result})
-        print(f"metagna, 5 inner steps, inner checkpointing {checkpointing}: "
-              f"{result.get('s_per_step', float('nan')):.3f} s/step, peak "
-              f"{result.get('peak_rss_mb', float('nan')):.0f} MB", flush=True)
+    memory_cases = [("omniglot_5w1s", 5, 2, 3)]
+    if not args.quick:
+        memory_cases.append(("mini_imagenet_5w1s", 10, 1, 1))
+    for shape, steps, repeats, calls in memory_cases:
+        for checkpointing in (False, True):
+            result = run({"kind": "step", "shape": shape, "repeats": repeats, "steps": calls,
+                          "config": {"algorithm": "metagna", "inner_steps": steps,
+                                     "inner_checkpointing": checkpointing,
+                                     "task_batching": "loop"}})
+            report["memory"].append({"shape": shape, "inner_steps": steps,
+                                     "inner_checkpointing": checkpointing, **result})
+            print(f"{shape} metagna, {steps} inner steps, inner checkpointing "
+                  f"{checkpointing}: {result.get('s_per_step', float('nan')):.3f} s/step, "
+                  f"peak {result.get('peak_rss_mb', float('nan')):.0f} MB", flush=True)
     report["precision"] = []
     for precision in ("float32", "bfloat16"):
         result = run({"kind": "step", "shape": "omniglot_5w1s", "repeats": args.repeats,
