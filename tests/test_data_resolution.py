@@ -67,6 +67,13 @@ def test_resolution_order(tmp_path, monkeypatch, omniglot_dir):
         source_dir("folder", download=True)
 
 
+def test_an_empty_tfds_cache_is_not_cached_and_logs_nothing(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    with caplog.at_level("WARNING"):
+        assert data.tfds_cached("omniglot") is False
+    assert caplog.records == []  # a fresh machine's first run prints no TFDS warning
+
+
 def test_bundled_sets_are_the_official_zips_and_are_installed(omniglot_dir):
     bundled = omniglot.bundled_dir()
     assert bundled.is_relative_to(REPO / "metagna_tf")

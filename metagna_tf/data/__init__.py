@@ -47,7 +47,10 @@ def tfds_cached(name: str) -> bool:
     """Whether TFDS already holds ``name`` locally (checked without any network access)."""
     try:
         import tensorflow_datasets as tfds
+        from tensorflow_datasets.core import constants
 
+        if not (Path(constants.get_default_data_dir()).expanduser() / name).is_dir():
+            return False  # nothing cached (asking the builder would log a warning about it)
         return bool(tfds.builder(name).is_prepared())
     except Exception:  # noqa: BLE001 - unknown name, broken cache: not usable offline
         return False
