@@ -4,10 +4,14 @@
 # compared on the same episodes (clean, 5-shot, corrupted supports, test-time steps) with
 # paired intervals. Rerunning resumes unfinished runs and skips finished comparisons.
 #   METAGNA_DATA_DIR=../shared/data/omniglot bash tools/results_sample_aware.sh train [RUNS_DIR]
-#   METAGNA_DATA_DIR=../shared/data/omniglot bash tools/results_sample_aware.sh evaluate [RUNS_DIR]
+#   METAGNA_DATA_DIR=../shared/data/omniglot bash tools/results_sample_aware.sh evaluate [RUNS_DIR] [PROTOCOL...]
+# evaluate compares the finished runs of each protocol (indomain, cross_alphabet; both by
+# default); a comparison already written is kept: delete RUNS_DIR/compare to redo it.
 set -euo pipefail
 phase=${1:?usage: results_sample_aware.sh train|evaluate [RUNS_DIR]}
 runs=${2:-runs/sample_aware}
+protocols=("${@:3}")
+[[ ${#protocols[@]} -gt 0 ]] || protocols=(indomain cross_alphabet)
 common=(--dataset omniglot --ways 5 --shots 1 --queries 1 --meta-batch-size 32 --inner-steps 1
         --inner-steps-test 3 --inner-lr 0.1 --iterations 2000 --checkpoint-every 100 --verbose 2)
 # protocol/name algorithm seed [extra flags], in the order they are trained
@@ -38,12 +42,26 @@ cross_alphabet/metagna_sampledir_seed0 metagna 0 --config omniglot_cross_alphabe
 RUNS
 }
 
+finished() {  # workdir: trained to its configured iterations (a run still training is left out)
+  python - "$1" <<'PY'
+import json, sys
+from pathlib import Path
+work = Path(sys.argv[1])
+try:
+    target = json.loads((work / "config.json").read_text())["iterations"]
+    last = json.loads((work / "metrics.jsonl").read_text().strip().splitlines()[-1])
+except (OSError, ValueError, IndexError, KeyError):
+    sys.exit(1)
+sys.exit(0 if last.get("iteration") == target else 1)
+PY
+}
+
 compare() {  # protocol name [compare flags...]: every trained model of the protocol + pixel NN
   local protocol=$1 name=$2
   shift 2
   local dirs=()
   while read -r run _; do
-    [[ $run == "$protocol"/* && -f "$runs/$run/config.json" ]] && dirs+=("$runs/$run")
+    [[ $run == "$protocol"/* ]] && finished "$runs/$run" && dirs+=("$runs/$run")
   done < <(rows)
   local out="$runs/compare/${protocol}_${name}.json"
   mkdir -p "$runs/compare"
@@ -54,7 +72,7 @@ compare() {  # protocol name [compare flags...]: every trained model of the prot
 }
 
 if [[ $phase == evaluate ]]; then
-  for protocol in indomain cross_alphabet; do
+  for protocol in "${protocols[@]}"; do
     compare "$protocol" 5w1s --ways 5 --shots 1 --queries 5
     compare "$protocol" 5w5s --ways 5 --shots 5 --queries 5
     compare "$protocol" 5w5s_occlusion0.2 --ways 5 --shots 5 --queries 5 \
