@@ -72,6 +72,9 @@ def run(main: Callable[[], None]) -> None:
 
     try:
         main()
+    except BrokenPipeError:  # the reader closed stdout (`... | head`): stop quietly, like cat
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(3)

@@ -212,3 +212,18 @@ def test_bad_inputs_give_clear_errors(omniglot_dir, tmp_path):
     # TensorFlow's start-up lines are hidden unless --verbose
     assert "oneDNN" not in out.stderr and "absl::InitializeLog" not in out.stderr
     assert f"{tmp_path / 'empty'}: no such workdir, checkpoint folder or checkpoint" in out.stderr
+
+
+def test_a_closed_output_pipe_ends_quietly():
+    """``python -m metagna_tf.predict ... | head`` must not print an error when head exits."""
+    code = ("from metagna_tf import cli\n"
+            "def main():\n"
+            "    for _ in range(10000):\n"
+            "        print('x' * 1000, flush=True)\n"
+            "cli.run(main)\n")
+    proc = subprocess.run(["bash", "-c", f'{sys.executable} -c "$CODE" | head -c 10 >/dev/null; '
+                           'echo "rc=${PIPESTATUS[0]}" >&2'],
+                          env={**os.environ, "CODE": code}, capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert "error" not in proc.stderr.lower() and "Traceback" not in proc.stderr, proc.stderr
+    assert "rc=141" in proc.stderr
