@@ -25,7 +25,7 @@ import tensorflow as tf
 from metagna_tf.algorithms.gna import EPS, safe_log
 from metagna_tf.algorithms.inner_loop import float_logits, scale_dtype
 from metagna_tf.arbiter import NUM_FEATURES
-from metagna_tf.models.conv4 import _ACTIVATIONS, BLOCKS, LOW_PRECISION, moments
+from metagna_tf.models.conv4 import _ACTIVATIONS, BLOCKS, LOW_PRECISION, batch_norm
 
 FORMULATIONS = ("loop", "grouped", "stacked")
 
@@ -74,23 +74,12 @@ class BatchedConv4:
         for block in range(BLOCKS):
             kernel, gamma, beta = params[3 * block: 3 * block + 3]
             conv_in = h
-            h = self.conv(h, kernel)
-            if stats is None:
-                ref = h if n_stats is None else h[:n_stats]
-                mean, var = moments(ref, [0, 1, 2])  # [T, F]
-                if freeze_stats:
-                    mean, var = tf.stop_gradient(mean), tf.stop_gradient(var)
-            else:
-                mean, var = stats[block]
-            used.append((mean, var))
-            inv_std = tf.cast(tf.math.rsqrt(var + self.spec.bn_eps), h.dtype)
-            mean = tf.cast(mean, h.dtype)
-            xhat = (h - mean) * inv_std
-            h = xhat * gamma + beta
-            if taps is not None:
-                for key, value in (("conv_in", conv_in), ("xhat", xhat), ("inv_std", inv_std),
-                                   ("bn_out", h)):
-                    taps.setdefault(key, []).append(value)
+            h = self.conv(h, kernel)  # [n, H, W, T, F]: moments per task and channel, [T, F]
+            h, block_stats = batch_norm(h, conv_in, gamma, beta, self.spec.bn_eps,
+                                        n_stats=n_stats,
+                                        stats=None if stats is None else stats[block],
+                                        freeze_stats=freeze_stats, taps=taps)
+            used.append(block_stats)
             h = self.downsample(act(h))
         if self.spec.feature_reduce == "mean":
             features = tf.transpose(tf.reduce_mean(h, axis=[1, 2]), [1, 0, 2])

@@ -53,22 +53,10 @@ def conv4_forward(params, x, *, downsample: str, activation: str, feature_reduce
         stride = 2 if downsample == "stride" else 1
         conv_in = h
         h = tf.nn.conv2d(h, kernel, strides=stride, padding="SAME")
-        if stats is None:
-            ref = h if n_stats is None else h[:n_stats]
-            mean, var = moments(ref, [0, 1, 2])
-            if freeze_stats:
-                mean, var = tf.stop_gradient(mean), tf.stop_gradient(var)
-        else:
-            mean, var = stats[block]
-        used_stats.append((mean, var))
-        inv_std = tf.cast(tf.math.rsqrt(var + bn_eps), h.dtype)
-        mean = tf.cast(mean, h.dtype)
-        xhat = (h - mean) * inv_std
-        h = xhat * gamma + beta
-        if taps is not None:
-            for key, value in (("conv_in", conv_in), ("xhat", xhat), ("inv_std", inv_std),
-                               ("bn_out", h)):
-                taps.setdefault(key, []).append(value)
+        h, block_stats = batch_norm(h, conv_in, gamma, beta, bn_eps, n_stats=n_stats,
+                                    stats=None if stats is None else stats[block],
+                                    freeze_stats=freeze_stats, taps=taps)
+        used_stats.append(block_stats)
         h = _downsample(act(h), downsample)
     features = _reduce(h, feature_reduce)
     return (features, used_stats) if return_stats else features
@@ -84,6 +72,27 @@ def moments(h, axes):
         h = tf.cast(h, tf.float32)
     mean = tf.reduce_mean(h, axis=axes)
     return mean, tf.reduce_mean(tf.square(h - mean), axis=axes)
+
+
+def batch_norm(h, conv_in, gamma, beta, eps: float, *, n_stats=None, stats=None,
+               freeze_stats: bool = False, taps: dict | None = None):
+    """BatchNorm of the convolution output ``h`` (channels last; moments over the first three
+    axes, from ``h[:n_stats]``, unless ``stats = (mean, variance)`` is given). Returns the
+    output and the ``(mean, variance)`` used; fills ``taps`` as ``conv4_forward`` documents."""
+    if stats is None:
+        mean, var = moments(h if n_stats is None else h[:n_stats], [0, 1, 2])
+        if freeze_stats:
+            mean, var = tf.stop_gradient(mean), tf.stop_gradient(var)
+    else:
+        mean, var = stats
+    inv_std = tf.cast(tf.math.rsqrt(var + eps), h.dtype)
+    xhat = (h - tf.cast(mean, h.dtype)) * inv_std
+    out = xhat * gamma + beta
+    if taps is not None:
+        for key, value in (("conv_in", conv_in), ("xhat", xhat), ("inv_std", inv_std),
+                           ("bn_out", out)):
+            taps.setdefault(key, []).append(value)
+    return out, (mean, var)
 
 
 def _downsample(h, downsample: str):
