@@ -3,14 +3,17 @@
 # the in-domain and cross-alphabet tables, trained with the results issue's settings, then
 # compared on the same episodes (clean, 5-shot, corrupted supports, test-time steps) with
 # paired intervals. Rerunning resumes unfinished runs and skips finished comparisons.
-#   METAGNA_DATA_DIR=../shared/data/omniglot bash tools/results_sample_aware.sh train [RUNS_DIR]
+#   METAGNA_DATA_DIR=../shared/data/omniglot bash tools/results_sample_aware.sh train [RUNS_DIR] [RUN...]
 #   METAGNA_DATA_DIR=../shared/data/omniglot bash tools/results_sample_aware.sh evaluate [RUNS_DIR] [PROTOCOL...]
-# evaluate compares the finished runs of each protocol (indomain, cross_alphabet; both by
+# train trains every run below in order, or only the RUNs named (e.g. cross_alphabet/maml_seed1),
+# so two machines (or two shells sharing cores) can split the list; each run resumes from its
+# checkpoints. evaluate compares the finished runs of each protocol (indomain, cross_alphabet; both by
 # default); a comparison already written is kept: delete RUNS_DIR/compare to redo it.
 set -euo pipefail
 phase=${1:?usage: results_sample_aware.sh train|evaluate [RUNS_DIR]}
 runs=${2:-runs/sample_aware}
-protocols=("${@:3}")
+selected=("${@:3}")  # evaluate: protocols; train: run names
+protocols=("${selected[@]}")
 [[ ${#protocols[@]} -gt 0 ]] || protocols=(indomain cross_alphabet)
 common=(--dataset omniglot --ways 5 --shots 1 --queries 1 --meta-batch-size 32 --inner-steps 1
         --inner-steps-test 3 --inner-lr 0.1 --iterations 2000 --checkpoint-every 100 --verbose 2)
@@ -25,17 +28,17 @@ indomain/maml_seed2 maml 2
 indomain/metagna_seed2 metagna 2
 cross_alphabet/maml_seed0 maml 0 --config omniglot_cross_alphabet
 cross_alphabet/metagna_seed0 metagna 0 --config omniglot_cross_alphabet
-indomain/metagna_tanh_seed0 metagna 0 --arbiter-bound tanh
 indomain/maml_lslr_seed0 maml_lslr 0
-indomain/metagna_nofeatures_seed0 metagna 0 --no-arbiter-use-features
-indomain/gna_normalize_only_seed0 gna_normalize_only 0
 cross_alphabet/maml_seed1 maml 1 --config omniglot_cross_alphabet
 cross_alphabet/metagna_seed1 metagna 1 --config omniglot_cross_alphabet
+cross_alphabet/maml_lslr_seed0 maml_lslr 0 --config omniglot_cross_alphabet
+indomain/metagna_tanh_seed0 metagna 0 --arbiter-bound tanh
 cross_alphabet/maml_seed2 maml 2 --config omniglot_cross_alphabet
 cross_alphabet/metagna_seed2 metagna 2 --config omniglot_cross_alphabet
 cross_alphabet/metagna_tanh_seed0 metagna 0 --config omniglot_cross_alphabet --arbiter-bound tanh
-cross_alphabet/maml_lslr_seed0 maml_lslr 0 --config omniglot_cross_alphabet
+indomain/metagna_nofeatures_seed0 metagna 0 --no-arbiter-use-features
 cross_alphabet/metagna_nofeatures_seed0 metagna 0 --config omniglot_cross_alphabet --no-arbiter-use-features
+indomain/gna_normalize_only_seed0 gna_normalize_only 0
 cross_alphabet/gna_normalize_only_seed0 gna_normalize_only 0 --config omniglot_cross_alphabet
 indomain/metagna_sampledir_seed0 metagna 0 --gna-direction sample
 cross_alphabet/metagna_sampledir_seed0 metagna 0 --config omniglot_cross_alphabet --gna-direction sample
@@ -93,7 +96,13 @@ if [[ $phase == evaluate ]]; then
 fi
 
 if [[ $phase == train ]]; then
+  names=" ${selected[*]} "
+  [[ ${#selected[@]} -gt 0 ]] || names=" $(rows | cut -d' ' -f1 | tr '\n' ' ') "
+  for wanted in "${selected[@]}"; do
+    rows | grep -q "^$wanted " || { echo "unknown run: $wanted (see rows in $0)" >&2; exit 2; }
+  done
   rows | while read -r name algorithm seed extra; do
+    [[ $names == *" $name "* ]] || continue
     work="$runs/$name"
     mkdir -p "$(dirname "$work")"
     # shellcheck disable=SC2086
