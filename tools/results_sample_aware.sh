@@ -88,6 +88,13 @@ if [[ $phase == evaluate ]]; then
         "$runs/$protocol/metagna_seed0" --inner-steps 0 1 3 10 --episodes 600 --ways 5 \
         --shots "$shots" --queries 5 --output "$out" > /dev/null 2> "${out%.json}.txt"
     done
+    out="$runs/compare/${protocol}_bound_val_5w1s.json"  # clip or tanh: the validation split decides
+    if [[ ! -f $out ]] && finished "$runs/$protocol/metagna_seed0" \
+        && finished "$runs/$protocol/metagna_tanh_seed0"; then
+      python -m metagna_tf.compare --workdirs "$runs/$protocol/maml_seed0" \
+        "$runs/$protocol/metagna_seed0" "$runs/$protocol/metagna_tanh_seed0" --split val \
+        --episodes 600 --ways 5 --shots 1 --queries 5 --output "$out" > /dev/null 2> "${out%.json}.txt"
+    fi
     python tools/analyze_adaptation.py --workdirs "$runs/$protocol/maml_seed0" \
       "$runs/$protocol/metagna_seed0" --episodes 100 --shots 5 \
       --plot "docs/analysis_${protocol}_5w5s.png" --json "$runs/compare/analysis_${protocol}_5w5s.json" > /dev/null

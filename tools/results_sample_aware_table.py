@@ -4,9 +4,10 @@
 
 One table per protocol and evaluation setting: each model's accuracy (95% CI) and its
 paired difference against MAML on the same episodes (Meta-GNA seed k against MAML seed k;
-ablations, seed 0, against MAML seed 0), plus the three-seed comparison: the per-episode
-mean over seeds of Meta-GNA minus that of MAML (a paired t interval over episodes; it does
-not include the variation between seeds, which the per-seed rows show).
+ablations, seed 0, against MAML seed 0 and Meta-GNA seed 0), plus the three-seed
+comparison: the per-episode mean over seeds of Meta-GNA minus that of MAML (a paired t
+interval over episodes; it does not include the variation between seeds, which the per-seed
+rows show); and the validation comparison that chooses the Arbiter's output bound.
 """
 
 from __future__ import annotations
@@ -37,21 +38,34 @@ def diff_text(d: dict) -> str:
     return f"{100 * d['mean']:+.2f} ± {100 * d['ci95']:.2f}{mark}"
 
 
+def reference(name: str) -> str | None:
+    """The MAML run a row is paired with: the same seed for Meta-GNA, seed 0 otherwise."""
+    if name.startswith("maml_seed"):
+        return None
+    if name.startswith("metagna_seed"):
+        return "maml_seed" + name.rsplit("seed", 1)[1]
+    return "maml_seed0"
+
+
+def is_ablation(name: str) -> bool:
+    return name != "pixel_nn" and not name.startswith(("maml_seed", "metagna_seed"))
+
+
 def table(result: dict) -> str:
     models = {m["name"]: m for m in result["models"]}
     acc = {n: np.asarray(m["episode_accuracies"]) for n, m in models.items()}
-    lines = ["| model | accuracy (95% CI) | paired difference vs MAML (same seed) |",
-             "| --- | --- | --- |"]
+    ablations = any(is_ablation(n) for n in models) and "metagna_seed0" in acc
+    head = "| model | accuracy (95% CI) | paired difference vs MAML (same seed) |"
+    lines = [head + (" vs Meta-GNA seed 0 |" if ablations else ""),
+             "| --- | --- | --- |" + (" --- |" if ablations else "")]
     for name, m in models.items():
-        ref = None
-        if name.startswith("metagna_seed"):
-            ref = "maml_seed" + name.rsplit("seed", 1)[1]
-        elif name != "pixel_nn" and not name.startswith("maml_seed"):
-            ref = "maml_seed0"
-        elif name == "pixel_nn":
-            ref = "maml_seed0"
+        ref = reference(name)
         diff = diff_text(paired_difference(acc[ref], acc[name])) if ref in acc else ""
-        lines.append(f"| {name} | {pct(m['accuracy'])} ± {pct(m['ci95'])} | {diff} |")
+        row = f"| {name} | {pct(m['accuracy'])} ± {pct(m['ci95'])} | {diff} |"
+        if ablations:
+            vs_gna = paired_difference(acc["metagna_seed0"], acc[name])
+            row += f" {diff_text(vs_gna)} |" if is_ablation(name) else " |"
+        lines.append(row)
     seeds = [s for s in range(3) if f"maml_seed{s}" in acc and f"metagna_seed{s}" in acc]
     if len(seeds) > 1:
         maml = np.mean([acc[f"maml_seed{s}"] for s in seeds], axis=0)
@@ -75,6 +89,12 @@ def main() -> None:
             result = json.loads(path.read_text())
             print(f"**{setting}**, {result['episodes']} test episodes "
                   f"(`{protocol}_{key}.json`):\n")
+            print(table(result) + "\n")
+        path = folder / f"{protocol}_bound_val_5w1s.json"
+        if path.is_file():
+            result = json.loads(path.read_text())
+            print(f"**The Arbiter's output bound, on the validation split**, 5-way 1-shot, "
+                  f"{result['episodes']} validation episodes (`{path.name}`):\n")
             print(table(result) + "\n")
         for shots in (1, 5):
             path = folder / f"{protocol}_steps_5w{shots}s.json"
