@@ -42,8 +42,19 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0, help="episode seed")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     p.add_argument("--output", help="also write the JSON to this file")
+    p.add_argument("--reuse", metavar="JSON", help="an earlier --output on the same episodes: "
+                   "models in it (same workdir, checkpoint, inner steps) are not evaluated again; "
+                   "an error if its episodes differ")
     add_corruption_flags(p)
     args = p.parse_args(argv)
+    reuse = None
+    if args.reuse:
+        try:
+            reuse = json.loads(Path(args.reuse).read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--reuse {args.reuse}: cannot read it ({e})") from e
+        if not isinstance(reuse, dict) or not isinstance(reuse.get("models"), list):
+            raise ValueError(f"--reuse {args.reuse}: not a metagna_tf.compare result")
     from metagna_tf.comparison import compare, table
 
     result = compare(args.workdirs, baselines=["pixel_nn"] if args.pixel_nn else [],
@@ -51,11 +62,14 @@ def main(argv=None) -> None:
                      split=args.split, episodes=args.episodes, ways=args.ways, shots=args.shots,
                      queries=args.queries, seed=args.seed, checkpoint=args.checkpoint,
                      corruption=args.support_corruption, corruption_rate=args.corruption_rate,
-                     protocol=args.protocol, download=args.download)
+                     protocol=args.protocol, download=args.download, reuse=reuse)
     text = json.dumps(result)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
+    if args.output:  # written whole, then renamed: an interrupted run leaves the old file
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(out.name + ".partial")
+        partial.write_text(json.dumps(result, indent=1) + "\n")
+        partial.replace(out)
     print(text)
     print(table(result), file=sys.stderr)
 

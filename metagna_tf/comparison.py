@@ -8,14 +8,21 @@ from noise where two overlapping CIs cannot.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from metagna_tf.baselines import baseline_accuracies
 from metagna_tf.checkpoints import load_trained
 from metagna_tf.data import EpisodeSampler, EpisodeSpec, load_pool
 from metagna_tf.evaluation import eval_batches, model_accuracies
 from metagna_tf.metrics import mean_ci95, paired_difference
+
+# what makes two comparisons' episodes the same (with episodes_sha256 where both have it)
+EPISODE_SETTINGS = ("dataset", "split", "protocol", "ways", "shots", "queries", "episodes", "seed",
+                    "support_corruption", "corruption_rate")
 
 
 def short_names(paths: Sequence[str]) -> list[str]:
@@ -33,7 +40,10 @@ def compare(workdirs: Sequence[str], *, baselines: Sequence[str] = (),
             data_dir=None, split: str = "test", episodes: int = 600, ways: int | None = None,
             shots: int | None = None, queries: int | None = None, seed: int = 0,
             checkpoint: str = "best", corruption: str = "none", corruption_rate: float = 0.0,
-            protocol: str | None = None, download: bool = False) -> dict:
+            protocol: str | None = None, download: bool = False,
+            reuse: dict | None = None) -> dict:
+    """``reuse``: an earlier result on the same episodes; its models (same workdir,
+    checkpoint and inner steps) are taken from it instead of being evaluated again."""
     if not workdirs:
         raise ValueError("compare: give at least one workdir")
     loaded = [(w, *load_trained(w, checkpoint)) for w in workdirs]
@@ -52,6 +62,12 @@ def compare(workdirs: Sequence[str], *, baselines: Sequence[str] = (),
     pool = load_pool(dataset, split, pool_config, data_dir, download)
     sampler = EpisodeSampler(pool, spec, source=f"{dataset} {split}")
     batches = eval_batches(sampler, episodes, seed, corruption=corruption, rate=corruption_rate)
+    settings = {"dataset": dataset, "split": split, "protocol": protocol, "ways": spec.ways,
+                "shots": spec.shots, "queries": spec.queries, "episodes": episodes, "seed": seed,
+                "support_corruption": corruption,
+                "corruption_rate": corruption_rate if corruption != "none" else 0.0,
+                "episodes_sha256": fingerprint(batches)}
+    earlier = reusable(reuse, settings) if reuse else {}
 
     entries = []
     names = short_names(workdirs)
@@ -61,14 +77,22 @@ def compare(workdirs: Sequence[str], *, baselines: Sequence[str] = (),
             if k < 0:
                 raise ValueError(f"inner steps must be at least 0, got {k}")
             label = f"{name}@{k}" if inner_steps and len(inner_steps) > 1 else name
+            key = model_key(workdir, info["checkpoint"], k)
+            accuracies = earlier[key] if key in earlier else \
+                model_accuracies(model, batches, k, spec.ways)
             entries.append({"name": label, "workdir": str(workdir),
                             "algorithm": model.config.algorithm, "inner_steps": k,
-                            "checkpoint": info["checkpoint"],
-                            "accuracies": model_accuracies(model, batches, k, spec.ways)})
-    for baseline in baselines:
+                            "checkpoint": info["checkpoint"], "reused": key in earlier,
+                            "accuracies": accuracies})
+    for baseline in baselines:  # cheap: always evaluated, and checked against ``reuse``
+        accuracies = baseline_accuracies(baseline, batches)
+        before = earlier.get(model_key(None, None, 0, baseline))
+        if before is not None and not np.allclose(before, accuracies, atol=1e-6):
+            raise ValueError(f"reuse: the {baseline} baseline scores differently there, so its "
+                             "episodes are not these")
         entries.append({"name": baseline, "workdir": None, "algorithm": baseline,
-                        "inner_steps": 0, "checkpoint": None,
-                        "accuracies": baseline_accuracies(baseline, batches)})
+                        "inner_steps": 0, "checkpoint": None, "reused": False,
+                        "accuracies": accuracies})
     models = []
     for e in entries:
         mean, ci = mean_ci95(e["accuracies"])
@@ -78,11 +102,35 @@ def compare(workdirs: Sequence[str], *, baselines: Sequence[str] = (),
     pairs = [{"a": a["name"], "b": b["name"],
               "difference": paired_difference(a["accuracies"], b["accuracies"])}
              for i, a in enumerate(entries) for b in entries[i + 1:]]
-    return {"dataset": dataset, "split": split, "protocol": protocol, "ways": spec.ways,
-            "shots": spec.shots, "queries": spec.queries, "episodes": episodes, "seed": seed,
-            "support_corruption": corruption,
-            "corruption_rate": corruption_rate if corruption != "none" else 0.0,
-            "models": models, "pairs": pairs}
+    return settings | {"models": models, "pairs": pairs}
+
+
+def fingerprint(batches) -> str:
+    """SHA-256 of the evaluation episodes (every support and query image and label)."""
+    digest = hashlib.sha256()
+    for batch in batches:
+        for array in batch:
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def model_key(workdir, checkpoint, steps: int, baseline: str | None = None) -> tuple:
+    if workdir is None:
+        return (baseline, steps)
+    return (str(Path(workdir).resolve()), str(Path(checkpoint).resolve()), steps)
+
+
+def reusable(previous: dict, settings: dict) -> dict:
+    """The per-episode accuracies of ``previous`` by model, if its episodes are these."""
+    for key in EPISODE_SETTINGS:
+        if previous.get(key) != settings[key]:
+            raise ValueError(f"reuse: {key} is {previous.get(key)!r} there and {settings[key]!r} "
+                             "here, so its episodes are not these")
+    if previous.get("episodes_sha256", settings["episodes_sha256"]) != settings["episodes_sha256"]:
+        raise ValueError("reuse: its episodes differ from these (episodes_sha256); the data "
+                         "changed since")
+    return {model_key(m["workdir"], m["checkpoint"], m["inner_steps"], m["name"]):
+            np.asarray(m["episode_accuracies"], np.float64) for m in previous["models"]}
 
 
 def table(result: dict) -> str:

@@ -107,3 +107,38 @@ def test_compare_cli_on_two_models(trained_workdir, tmp_path, omniglot_dir):
     for pair in same:  # identical copies on identical episodes
         assert pair["difference"]["mean"] == 0 and pair["difference"]["ci95"] == 0
     assert "paired differences" in proc.stderr and "pixel_nn" in proc.stderr
+
+
+def test_compare_reuses_an_earlier_result_on_the_same_episodes(trained_workdir, tmp_path,
+                                                               omniglot_dir):
+    import shutil
+
+    other = tmp_path / "other" / "metagna"
+    shutil.copytree(trained_workdir, other)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "METAGNA_DATA_DIR": str(omniglot_dir)}
+    flags = ["--episodes", "8", "--pixel-nn", "--support-corruption", "occlusion"]
+
+    def compare(*args):
+        return subprocess.run([sys.executable, "-m", "metagna_tf.compare", *args],
+                              capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+
+    first = compare("--workdirs", str(trained_workdir), *flags, "--output", str(tmp_path / "a.json"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    earlier = json.loads(first.stdout)
+    assert len(earlier["episodes_sha256"]) == 64
+    # one more model: the earlier one is taken from a.json, the new one evaluated
+    proc = compare("--workdirs", str(trained_workdir), str(other), *flags,
+                   "--reuse", str(tmp_path / "a.json"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert [m["reused"] for m in result["models"]] == [True, False, False]
+    assert result["models"][0]["episode_accuracies"] == earlier["models"][0]["episode_accuracies"]
+    assert result["models"][1]["episode_accuracies"] == earlier["models"][0]["episode_accuracies"]
+    assert result["episodes_sha256"] == earlier["episodes_sha256"]
+    # other episodes: a clear error naming the setting, nothing evaluated on the wrong episodes
+    bad = compare("--workdirs", str(trained_workdir), "--episodes", "8", "--pixel-nn",
+                  "--reuse", str(tmp_path / "a.json"))
+    assert bad.returncode == 2 and "support_corruption" in bad.stderr, bad.stderr[-2000:]
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    junk = compare("--workdirs", str(trained_workdir), "--reuse", str(tmp_path / "junk.json"))
+    assert junk.returncode == 2 and "not a metagna_tf.compare result" in junk.stderr

@@ -8,7 +8,8 @@
 # train trains every run below in order, or only the RUNs named (e.g. cross_alphabet/maml_seed1),
 # so two machines (or two shells sharing cores) can split the list; each run resumes from its
 # checkpoints. evaluate compares the finished runs of each protocol (indomain, cross_alphabet; both by
-# default); a comparison already written is kept: delete RUNS_DIR/compare to redo it.
+# default); a comparison already written is extended with the runs finished since (the models
+# already in it are not evaluated again); delete RUNS_DIR/compare to redo it all.
 set -euo pipefail
 phase=${1:?usage: results_sample_aware.sh train|evaluate [RUNS_DIR]}
 runs=${2:-runs/sample_aware}
@@ -66,11 +67,13 @@ compare() {  # protocol name [compare flags...]: every trained model of the prot
   while read -r run _; do
     [[ $run == "$protocol"/* ]] && finished "$runs/$run" && dirs+=("$runs/$run")
   done < <(rows)
-  local out="$runs/compare/${protocol}_${name}.json"
+  local out="$runs/compare/${protocol}_${name}.json" reuse=()
   mkdir -p "$runs/compare"
-  [[ -f $out ]] && return 0
+  [[ -f $out ]] && reuse=(--reuse "$out")  # only the runs finished since are evaluated
   python -m metagna_tf.compare --workdirs "${dirs[@]}" --pixel-nn --episodes 600 --output "$out" \
-    "$@" > /dev/null 2> "${out%.json}.txt" || { echo "FAILED: compare $protocol $name"; return 0; }
+    "${reuse[@]}" "$@" > /dev/null 2> "${out%.json}.txt.partial" \
+    || { echo "FAILED: compare $protocol $name (see ${out%.json}.txt.partial)"; return 0; }
+  mv "${out%.json}.txt.partial" "${out%.json}.txt"
   cat "${out%.json}.txt"
 }
 
