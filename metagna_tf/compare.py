@@ -1,7 +1,8 @@
 """Compare trained models on the very same episodes, with paired confidence intervals.
 
     python -m metagna_tf.compare --workdirs runs/maml runs/metagna [...] --episodes 600
-        [--pixel-nn] [--inner-steps 0 1 3 10] [same flags as evaluate]
+        [--pixel-nn] [--inner-steps 0 1 3 10] [--reuse OLD.json [--keep-earlier]]
+        [same flags as evaluate]
 
 Prints a JSON object (stdout) and a small table (stderr): per model the mean
 query accuracy with its 95% CI; per pair the mean per-episode difference with a
@@ -45,6 +46,9 @@ def main(argv=None) -> None:
     p.add_argument("--reuse", metavar="JSON", help="an earlier --output on the same episodes: "
                    "models in it (same workdir, checkpoint, inner steps) are not evaluated again; "
                    "an error if its episodes differ")
+    p.add_argument("--keep-earlier", action="store_true", help="with --reuse: keep its other "
+                   "models too (unless from one of --workdirs), to extend a study whose earlier "
+                   "run folders are gone")
     add_corruption_flags(p)
     args = p.parse_args(argv)
     reuse = None
@@ -55,6 +59,8 @@ def main(argv=None) -> None:
             raise ValueError(f"--reuse {args.reuse}: cannot read it ({e})") from e
         if not isinstance(reuse, dict) or not isinstance(reuse.get("models"), list):
             raise ValueError(f"--reuse {args.reuse}: not a metagna_tf.compare result")
+    elif args.keep_earlier:
+        raise ValueError("--keep-earlier needs --reuse JSON")
     from metagna_tf.comparison import compare, table
 
     result = compare(args.workdirs, baselines=["pixel_nn"] if args.pixel_nn else [],
@@ -62,7 +68,8 @@ def main(argv=None) -> None:
                      split=args.split, episodes=args.episodes, ways=args.ways, shots=args.shots,
                      queries=args.queries, seed=args.seed, checkpoint=args.checkpoint,
                      corruption=args.support_corruption, corruption_rate=args.corruption_rate,
-                     protocol=args.protocol, download=args.download, reuse=reuse)
+                     protocol=args.protocol, download=args.download, reuse=reuse,
+                     keep_earlier=args.keep_earlier)
     text = json.dumps(result)
     if args.output:  # written whole, then renamed: an interrupted run leaves the old file
         out = Path(args.output)

@@ -41,9 +41,14 @@ def compare(workdirs: Sequence[str], *, baselines: Sequence[str] = (),
             shots: int | None = None, queries: int | None = None, seed: int = 0,
             checkpoint: str = "best", corruption: str = "none", corruption_rate: float = 0.0,
             protocol: str | None = None, download: bool = False,
-            reuse: dict | None = None) -> dict:
-    """``reuse``: an earlier result on the same episodes; its models (same workdir,
-    checkpoint and inner steps) are taken from it instead of being evaluated again."""
+            reuse: dict | None = None, keep_earlier: bool = False) -> dict:
+    """``reuse``: an earlier result on the same episodes; its models (the same checkpoint
+    contents, by SHA-256, and inner steps) are taken from it instead of being evaluated
+    again. ``keep_earlier``: its other models are kept in the result as they are, except
+    those from one of ``workdirs`` (retrained since: evaluated anew), so a study can grow
+    over several machines whose run folders are gone."""
+    if keep_earlier and not reuse:
+        raise ValueError("keep_earlier needs an earlier result (reuse)")
     if not workdirs:
         raise ValueError("compare: give at least one workdir")
     loaded = [(w, *load_trained(w, checkpoint)) for w in workdirs]
@@ -70,6 +75,7 @@ def compare(workdirs: Sequence[str], *, baselines: Sequence[str] = (),
     earlier = reusable(reuse, settings) if reuse else {}
 
     entries = []
+    digests = {w: checkpoint_sha256(info["checkpoint"]) for w, _, info in loaded}
     names = short_names(workdirs)
     for name, (workdir, model, info) in zip(names, loaded, strict=True):
         for steps in (inner_steps or [None]):
@@ -77,22 +83,25 @@ def compare(workdirs: Sequence[str], *, baselines: Sequence[str] = (),
             if k < 0:
                 raise ValueError(f"inner steps must be at least 0, got {k}")
             label = f"{name}@{k}" if inner_steps and len(inner_steps) > 1 else name
-            key = model_key(workdir, info["checkpoint"], k)
-            accuracies = earlier[key] if key in earlier else \
+            key = model_key(digests[workdir], k)
+            accuracies = earlier[key]["accuracies"] if key in earlier else \
                 model_accuracies(model, batches, k, spec.ways)
             entries.append({"name": label, "workdir": str(workdir),
                             "algorithm": model.config.algorithm, "inner_steps": k,
-                            "checkpoint": info["checkpoint"], "reused": key in earlier,
+                            "checkpoint": info["checkpoint"],
+                            "checkpoint_sha256": digests[workdir], "reused": key in earlier,
                             "accuracies": accuracies})
     for baseline in baselines:  # cheap: always evaluated, and checked against ``reuse``
         accuracies = baseline_accuracies(baseline, batches)
-        before = earlier.get(model_key(None, None, 0, baseline))
-        if before is not None and not np.allclose(before, accuracies, atol=1e-6):
+        before = earlier.get(model_key(None, 0, baseline))
+        if before is not None and not np.allclose(before["accuracies"], accuracies, atol=1e-6):
             raise ValueError(f"reuse: the {baseline} baseline scores differently there, so its "
                              "episodes are not these")
         entries.append({"name": baseline, "workdir": None, "algorithm": baseline,
-                        "inner_steps": 0, "checkpoint": None, "reused": False,
-                        "accuracies": accuracies})
+                        "inner_steps": 0, "checkpoint": None, "checkpoint_sha256": None,
+                        "reused": False, "accuracies": accuracies})
+    if keep_earlier:
+        entries += kept(earlier, entries)
     models = []
     for e in entries:
         mean, ci = mean_ci95(e["accuracies"])
@@ -114,14 +123,25 @@ def fingerprint(batches) -> str:
     return digest.hexdigest()
 
 
-def model_key(workdir, checkpoint, steps: int, baseline: str | None = None) -> tuple:
-    if workdir is None:
-        return (baseline, steps)
-    return (str(Path(workdir).resolve()), str(Path(checkpoint).resolve()), steps)
+def checkpoint_sha256(prefix: str) -> str:
+    """SHA-256 of a checkpoint's files (its index and data shards): what identifies a model."""
+    digest = hashlib.sha256()
+    files = sorted(Path(prefix).parent.glob(Path(prefix).name + ".*"))
+    if not files:
+        raise ValueError(f"{prefix}: no checkpoint files")
+    for path in files:
+        digest.update(path.name.removeprefix(Path(prefix).name).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def model_key(checkpoint_digest: str | None, steps: int, baseline: str | None = None) -> tuple:
+    return ("baseline", baseline, steps) if baseline else ("model", checkpoint_digest, steps)
 
 
 def reusable(previous: dict, settings: dict) -> dict:
-    """The per-episode accuracies of ``previous`` by model, if its episodes are these."""
+    """The models of ``previous`` by key (per-episode accuracies as arrays), if its episodes
+    are these."""
     for key in EPISODE_SETTINGS:
         if previous.get(key) != settings[key]:
             raise ValueError(f"reuse: {key} is {previous.get(key)!r} there and {settings[key]!r} "
@@ -129,8 +149,32 @@ def reusable(previous: dict, settings: dict) -> dict:
     if previous.get("episodes_sha256", settings["episodes_sha256"]) != settings["episodes_sha256"]:
         raise ValueError("reuse: its episodes differ from these (episodes_sha256); the data "
                          "changed since")
-    return {model_key(m["workdir"], m["checkpoint"], m["inner_steps"], m["name"]):
-            np.asarray(m["episode_accuracies"], np.float64) for m in previous["models"]}
+    found = {}
+    for m in previous["models"]:
+        baseline = m["algorithm"] if m.get("workdir") is None else None
+        key = model_key(m.get("checkpoint_sha256"), m["inner_steps"], baseline)
+        entry = {k: v for k, v in m.items() if k not in ("accuracy", "ci95", "episode_accuracies")}
+        found[key] = entry | {"accuracies": np.asarray(m["episode_accuracies"], np.float64)}
+    return found
+
+
+def kept(earlier: dict, entries: list[dict]) -> list[dict]:
+    """The earlier models not evaluated now, except those of a workdir evaluated now."""
+    used = {model_key(e["checkpoint_sha256"], e["inner_steps"],
+                      e["algorithm"] if e["workdir"] is None else None) for e in entries}
+    workdirs = {Path(e["workdir"]).resolve() for e in entries if e["workdir"] is not None}
+    names = {e["name"] for e in entries}
+    out = []
+    for key, m in earlier.items():
+        if key in used or (m.get("workdir") is not None
+                           and Path(m["workdir"]).resolve() in workdirs):
+            continue
+        if m["name"] in names:
+            raise ValueError(f"reuse: its model {m['name']} ({m.get('workdir')}) has the name of "
+                             "a model here from another workdir; rename one of the folders")
+        names.add(m["name"])
+        out.append(m | {"reused": True})
+    return out
 
 
 def table(result: dict) -> str:

@@ -126,15 +126,23 @@ def test_compare_reuses_an_earlier_result_on_the_same_episodes(trained_workdir, 
     assert first.returncode == 0, first.stderr[-3000:]
     earlier = json.loads(first.stdout)
     assert len(earlier["episodes_sha256"]) == 64
-    # one more model: the earlier one is taken from a.json, the new one evaluated
+    # a model is known by its checkpoint's contents: the copy elsewhere is the same model, and
+    # a model whose weights differ (here: its recorded digest) is evaluated
+    record = json.loads((tmp_path / "a.json").read_text())
+    assert len(record["models"][0]["checkpoint_sha256"]) == 64
+    record["models"][0]["checkpoint_sha256"] = "0" * 64
+    (tmp_path / "b.json").write_text(json.dumps(record))
     proc = compare("--workdirs", str(trained_workdir), str(other), *flags,
                    "--reuse", str(tmp_path / "a.json"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
-    assert [m["reused"] for m in result["models"]] == [True, False, False]
+    assert [m["reused"] for m in result["models"]] == [True, True, False]
     assert result["models"][0]["episode_accuracies"] == earlier["models"][0]["episode_accuracies"]
     assert result["models"][1]["episode_accuracies"] == earlier["models"][0]["episode_accuracies"]
     assert result["episodes_sha256"] == earlier["episodes_sha256"]
+    retrained = compare("--workdirs", str(other), *flags, "--reuse", str(tmp_path / "b.json"))
+    assert retrained.returncode == 0, retrained.stderr[-3000:]
+    assert [m["reused"] for m in json.loads(retrained.stdout)["models"]] == [False, False]
     # other episodes: a clear error naming the setting, nothing evaluated on the wrong episodes
     bad = compare("--workdirs", str(trained_workdir), "--episodes", "8", "--pixel-nn",
                   "--reuse", str(tmp_path / "a.json"))
@@ -142,3 +150,45 @@ def test_compare_reuses_an_earlier_result_on_the_same_episodes(trained_workdir, 
     (tmp_path / "junk.json").write_text("[1, 2]")
     junk = compare("--workdirs", str(trained_workdir), "--reuse", str(tmp_path / "junk.json"))
     assert junk.returncode == 2 and "not a metagna_tf.compare result" in junk.stderr
+
+
+@pytest.mark.slow
+def test_compare_keeps_earlier_models_whose_folders_are_gone(trained_workdir, tmp_path,
+                                                            omniglot_dir):
+    """--keep-earlier: a study grows over machines; models recorded earlier stay in the
+    result (folder gone or not), except those of a folder evaluated now."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "METAGNA_DATA_DIR": str(omniglot_dir)}
+    flags = ["--episodes", "6", "--pixel-nn", "--shots", "1"]
+
+    def compare(*args):
+        return subprocess.run([sys.executable, "-m", "metagna_tf.compare", *args],
+                              capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+
+    first = compare("--workdirs", str(trained_workdir), *flags, "--output", str(tmp_path / "a.json"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    record = json.loads(first.stdout)
+    gone = dict(record["models"][0], name="maml_seed0", workdir=str(tmp_path / "gone" / "maml"),
+                checkpoint_sha256="1" * 64, algorithm="maml")
+    stale = dict(record["models"][0], checkpoint_sha256="2" * 64)  # this folder, retrained since
+    record["models"] = [gone, stale, record["models"][1]]
+    (tmp_path / "b.json").write_text(json.dumps(record))
+    proc = compare("--workdirs", str(trained_workdir), *flags, "--reuse", str(tmp_path / "b.json"),
+                   "--keep-earlier", "--output", str(tmp_path / "c.json"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert [(m["name"], m["reused"]) for m in result["models"]] == [
+        ("metagna", False), ("pixel_nn", False), ("maml_seed0", True)]
+    assert result["models"][2]["episode_accuracies"] == gone["episode_accuracies"]
+    assert {(p["a"], p["b"]) for p in result["pairs"]} == {
+        ("metagna", "pixel_nn"), ("metagna", "maml_seed0"), ("pixel_nn", "maml_seed0")}
+    assert "maml_seed0" in proc.stderr
+    # an earlier model from another folder under a name used here: an error, nothing written
+    gone["name"] = "metagna"
+    record["models"] = [gone]
+    (tmp_path / "d.json").write_text(json.dumps(record))
+    clash = compare("--workdirs", str(trained_workdir), *flags, "--reuse", str(tmp_path / "d.json"),
+                    "--keep-earlier", "--output", str(tmp_path / "e.json"))
+    assert clash.returncode == 2 and "rename" in clash.stderr, clash.stderr[-2000:]
+    assert not (tmp_path / "e.json").exists()
+    alone = compare("--workdirs", str(trained_workdir), "--keep-earlier")
+    assert alone.returncode == 2 and "--keep-earlier needs --reuse" in alone.stderr

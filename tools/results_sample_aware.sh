@@ -8,13 +8,17 @@
 # train trains every run below in order, or only the RUNs named (e.g. cross_alphabet/maml_seed1),
 # so two machines (or two shells sharing cores) can split the list; each run resumes from its
 # checkpoints. evaluate compares the finished runs of each protocol (indomain, cross_alphabet; both by
-# default); a comparison already written is extended with the runs finished since (the models
-# already in it are not evaluated again); delete RUNS_DIR/compare to redo it all.
+# default) and writes the comparisons to docs/results/sample_aware (or $METAGNA_STUDY_RECORD),
+# committed with the study: a comparison there is extended with the runs finished since, and keeps
+# the models recorded earlier whose run folders are gone (another machine, an earlier session); a
+# model is known by its checkpoint's SHA-256, so a retrained run is evaluated anew. Run it from the
+# repository's root.
 set -euo pipefail
 phase=${1:?usage: results_sample_aware.sh train|evaluate [RUNS_DIR]}
 runs=${2:-runs/sample_aware}
 selected=("${@:3}")  # evaluate: protocols; train: run names
 protocols=("${selected[@]}")
+record=${METAGNA_STUDY_RECORD:-docs/results/sample_aware}  # the comparisons, kept in the repo
 [[ ${#protocols[@]} -gt 0 ]] || protocols=(indomain cross_alphabet)
 common=(--dataset omniglot --ways 5 --shots 1 --queries 1 --meta-batch-size 32 --inner-steps 1
         --inner-steps-test 3 --inner-lr 0.1 --iterations 2000 --checkpoint-every 100 --verbose 2)
@@ -67,9 +71,11 @@ compare() {  # protocol name [compare flags...]: every trained model of the prot
   while read -r run _; do
     [[ $run == "$protocol"/* ]] && finished "$runs/$run" && dirs+=("$runs/$run")
   done < <(rows)
-  local out="$runs/compare/${protocol}_${name}.json" reuse=()
-  mkdir -p "$runs/compare"
-  [[ -f $out ]] && reuse=(--reuse "$out")  # only the runs finished since are evaluated
+  [[ ${#dirs[@]} -gt 0 ]] || { echo "no finished $protocol run in $runs: compare $name skipped"; return 0; }
+  local out="$record/${protocol}_${name}.json" reuse=()
+  # the record keeps every model compared so far, their run folders here or not; only the runs
+  # finished (or retrained) since are evaluated
+  [[ -f $out ]] && reuse=(--reuse "$out" --keep-earlier)
   python -m metagna_tf.compare --workdirs "${dirs[@]}" --pixel-nn --episodes 600 --output "$out" \
     "${reuse[@]}" "$@" > /dev/null 2> "${out%.json}.txt.partial" \
     || { echo "FAILED: compare $protocol $name (see ${out%.json}.txt.partial)"; return 0; }
@@ -77,7 +83,19 @@ compare() {  # protocol name [compare flags...]: every trained model of the prot
   cat "${out%.json}.txt"
 }
 
+pair() {  # output [compare flags...]: seed 0 of MAML and Meta-GNA (and more), if trained here
+  local out=$1
+  shift
+  local reuse=()
+  [[ -f $out ]] && reuse=(--reuse "$out")
+  python -m metagna_tf.compare "$@" --episodes 600 --output "$out" "${reuse[@]}" \
+    > /dev/null 2> "${out%.json}.txt.partial" \
+    || { echo "FAILED: $out (see ${out%.json}.txt.partial)"; return 0; }
+  mv "${out%.json}.txt.partial" "${out%.json}.txt"
+}
+
 if [[ $phase == evaluate ]]; then
+  mkdir -p "$record"
   for protocol in "${protocols[@]}"; do
     compare "$protocol" 5w1s --ways 5 --shots 1 --queries 5
     compare "$protocol" 5w5s --ways 5 --shots 5 --queries 5
@@ -85,24 +103,23 @@ if [[ $phase == evaluate ]]; then
       --support-corruption occlusion --corruption-rate 0.2
     compare "$protocol" 5w5s_label0.2 --ways 5 --shots 5 --queries 5 \
       --support-corruption label --corruption-rate 0.2
-    for shots in 1 5; do  # does adaptation itself help? the prototype head alone, 1, 3, 10 steps
-      out="$runs/compare/${protocol}_steps_5w${shots}s.json"
-      [[ -f $out ]] || python -m metagna_tf.compare --workdirs "$runs/$protocol/maml_seed0" \
-        "$runs/$protocol/metagna_seed0" --inner-steps 0 1 3 10 --episodes 600 --ways 5 \
-        --shots "$shots" --queries 5 --output "$out" > /dev/null 2> "${out%.json}.txt"
-    done
-    out="$runs/compare/${protocol}_bound_val_5w1s.json"  # clip or tanh: the validation split decides
-    if [[ ! -f $out ]] && finished "$runs/$protocol/metagna_seed0" \
-        && finished "$runs/$protocol/metagna_tanh_seed0"; then
-      python -m metagna_tf.compare --workdirs "$runs/$protocol/maml_seed0" \
-        "$runs/$protocol/metagna_seed0" "$runs/$protocol/metagna_tanh_seed0" --split val \
-        --episodes 600 --ways 5 --shots 1 --queries 5 --output "$out" > /dev/null 2> "${out%.json}.txt"
+    seed0=("$runs/$protocol/maml_seed0" "$runs/$protocol/metagna_seed0")
+    if finished "${seed0[0]}" && finished "${seed0[1]}"; then
+      for shots in 1 5; do  # does adaptation itself help? the prototype head alone, 1, 3, 10 steps
+        pair "$record/${protocol}_steps_5w${shots}s.json" --workdirs "${seed0[@]}" \
+          --inner-steps 0 1 3 10 --ways 5 --shots "$shots" --queries 5
+      done
+      if finished "$runs/$protocol/metagna_tanh_seed0"; then  # clip or tanh: the validation split decides
+        pair "$record/${protocol}_bound_val_5w1s.json" --workdirs "${seed0[@]}" \
+          "$runs/$protocol/metagna_tanh_seed0" --split val --ways 5 --shots 1 --queries 5
+      fi
+      python tools/analyze_adaptation.py --workdirs "${seed0[@]}" --episodes 100 --shots 5 \
+        --plot "docs/analysis_${protocol}_5w5s.png" --json "$record/analysis_${protocol}_5w5s.json" > /dev/null
+    else
+      echo "$protocol seed 0 of MAML or Meta-GNA not trained in $runs: test-time steps and analysis skipped"
     fi
-    python tools/analyze_adaptation.py --workdirs "$runs/$protocol/maml_seed0" \
-      "$runs/$protocol/metagna_seed0" --episodes 100 --shots 5 \
-      --plot "docs/analysis_${protocol}_5w5s.png" --json "$runs/compare/analysis_${protocol}_5w5s.json" > /dev/null
   done
-  python tools/results_sample_aware_table.py "$runs/compare"
+  python tools/results_sample_aware_table.py "$record"
 fi
 
 if [[ $phase == train ]]; then

@@ -1,6 +1,6 @@
 """Markdown tables of the sample-aware study from ``metagna_tf.compare`` JSON files.
 
-    python tools/results_sample_aware_table.py runs/sample_aware/compare
+    python tools/results_sample_aware_table.py docs/results/sample_aware
 
 One table per protocol and evaluation setting: each model's accuracy (95% CI) and its
 paired difference against MAML on the same episodes (Meta-GNA seed k against MAML seed k;
@@ -51,8 +51,16 @@ def is_ablation(name: str) -> bool:
     return name != "pixel_nn" and not name.startswith(("maml_seed", "metagna_seed"))
 
 
+def order(name: str) -> tuple:
+    """MAML and Meta-GNA by seed, then the ablations, then the pixel baseline."""
+    if name.startswith(("maml_seed", "metagna_seed")):
+        algorithm, seed = name.rsplit("_seed", 1)
+        return (0, int(seed) if seed.isdigit() else 99, algorithm, "")
+    return (2 if name == "pixel_nn" else 1, 0, "", name)
+
+
 def table(result: dict) -> str:
-    models = {m["name"]: m for m in result["models"]}
+    models = {m["name"]: m for m in sorted(result["models"], key=lambda m: order(m["name"]))}
     acc = {n: np.asarray(m["episode_accuracies"]) for n, m in models.items()}
     ablations = any(is_ablation(n) for n in models) and "metagna_seed0" in acc
     head = "| model | accuracy (95% CI) | paired difference vs MAML (same seed) |"
@@ -79,7 +87,7 @@ def table(result: dict) -> str:
 
 
 def main() -> None:
-    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/sample_aware/compare")
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results/sample_aware")
     for protocol, title in PROTOCOLS:
         print(f"### {title}\n")
         for key, setting in SETTINGS:
