@@ -1,14 +1,17 @@
 """Compare trained models on the very same episodes, with paired confidence intervals.
 
     python -m metagna_tf.compare --workdirs runs/maml runs/metagna [...] --episodes 600
-        [--pixel-nn] [--inner-steps 0 1 3 10] [--reuse OLD.json [--keep-earlier]]
+        [--pixel-nn] [--inner-steps 0 1 3 10] [--inner-lr 0.1 0.025]
+        [--reuse OLD.json [--keep-earlier]]
         [same flags as evaluate]
 
 Prints a JSON object (stdout) and a small table (stderr): per model the mean
 query accuracy with its 95% CI; per pair the mean per-episode difference with a
 paired 95% t interval. ``--pixel-nn`` adds the pixel-space nearest-neighbour
 baseline; several ``--inner-steps`` evaluate every model at each step count
-(0 = the prototype head alone).
+(0 = the prototype head alone), several ``--inner-lr`` at each test-time inner
+learning rate (for Meta-GNA and LSLR the learned scales multiply it, as in
+training).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ def main(argv=None) -> None:
                    "baseline")
     p.add_argument("--inner-steps", type=int, nargs="+",
                    help="test-time inner steps (default: each model's inner_steps_test)")
+    p.add_argument("--inner-lr", type=float, nargs="+",
+                   help="test-time inner learning rates (default: each model's own)")
     p.add_argument("--dataset", help="evaluation dataset (default: the first model's)")
     p.add_argument("--protocol", choices=("standard", "cross_alphabet"),
                    help="class split protocol (default: the first model's)")
@@ -44,8 +49,8 @@ def main(argv=None) -> None:
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     p.add_argument("--output", help="also write the JSON to this file")
     p.add_argument("--reuse", metavar="JSON", help="an earlier --output on the same episodes: "
-                   "models in it (same workdir, checkpoint, inner steps) are not evaluated again; "
-                   "an error if its episodes differ")
+                   "models in it (the same checkpoint contents, inner steps and learning rate) "
+                   "are not evaluated again; an error if its episodes differ")
     p.add_argument("--keep-earlier", action="store_true", help="with --reuse: keep its other "
                    "models too (unless from one of --workdirs), to extend a study whose earlier "
                    "run folders are gone")
@@ -64,7 +69,8 @@ def main(argv=None) -> None:
     from metagna_tf.comparison import compare, table
 
     result = compare(args.workdirs, baselines=["pixel_nn"] if args.pixel_nn else [],
-                     inner_steps=args.inner_steps, dataset=args.dataset, data_dir=args.data_dir,
+                     inner_steps=args.inner_steps, inner_lrs=args.inner_lr, dataset=args.dataset,
+                     data_dir=args.data_dir,
                      split=args.split, episodes=args.episodes, ways=args.ways, shots=args.shots,
                      queries=args.queries, seed=args.seed, checkpoint=args.checkpoint,
                      corruption=args.support_corruption, corruption_rate=args.corruption_rate,

@@ -36,14 +36,17 @@ def short_names(paths: Sequence[str]) -> list[str]:
 
 
 def compare(workdirs: Sequence[str], *, baselines: Sequence[str] = (),
-            inner_steps: Sequence[int] | None = None, dataset: str | None = None,
+            inner_steps: Sequence[int] | None = None,
+            inner_lrs: Sequence[float] | None = None, dataset: str | None = None,
             data_dir=None, split: str = "test", episodes: int = 600, ways: int | None = None,
             shots: int | None = None, queries: int | None = None, seed: int = 0,
             checkpoint: str = "best", corruption: str = "none", corruption_rate: float = 0.0,
             protocol: str | None = None, download: bool = False,
             reuse: dict | None = None, keep_earlier: bool = False) -> dict:
-    """``reuse``: an earlier result on the same episodes; its models (the same checkpoint
-    contents, by SHA-256, and inner steps) are taken from it instead of being evaluated
+    """``inner_steps``, ``inner_lrs``: test-time inner steps and learning rates (default: each
+    model's own); every model is evaluated at each combination (at 0 steps once).
+    ``reuse``: an earlier result on the same episodes; its models (the same checkpoint
+    contents, by SHA-256, inner steps and learning rate) are taken from it instead of being evaluated
     again. ``keep_earlier``: its other models are kept in the result as they are, except
     those from one of ``workdirs`` (retrained since: evaluated anew), so a study can grow
     over several machines whose run folders are gone."""
@@ -77,20 +80,31 @@ def compare(workdirs: Sequence[str], *, baselines: Sequence[str] = (),
     entries = []
     digests = {w: checkpoint_sha256(info["checkpoint"]) for w, _, info in loaded}
     names = short_names(workdirs)
+    for lr in inner_lrs or []:
+        if not lr > 0:
+            raise ValueError(f"inner learning rate must be positive, got {lr}")
     for name, (workdir, model, info) in zip(names, loaded, strict=True):
+        own_lr = model.config.inner_lr
         for steps in (inner_steps or [None]):
             k = model.config.inner_steps_test if steps is None else steps
             if k < 0:
                 raise ValueError(f"inner steps must be at least 0, got {k}")
-            label = f"{name}@{k}" if inner_steps and len(inner_steps) > 1 else name
-            key = model_key(digests[workdir], k)
-            accuracies = earlier[key]["accuracies"] if key in earlier else \
-                model_accuracies(model, batches, k, spec.ways)
-            entries.append({"name": label, "workdir": str(workdir),
-                            "algorithm": model.config.algorithm, "inner_steps": k,
-                            "checkpoint": info["checkpoint"],
-                            "checkpoint_sha256": digests[workdir], "reused": key in earlier,
-                            "accuracies": accuracies})
+            # no step, no learning rate: the prototype head alone is evaluated once
+            for given in (inner_lrs or [None]) if k > 0 else [None]:
+                label = name + (f"@{k}" if inner_steps and len(inner_steps) > 1 else "")
+                label += f"@lr{given:g}" if given is not None and len(inner_lrs) > 1 else ""
+                lr = None if given == own_lr else given  # the model's own rate is its default
+                key = model_key(digests[workdir], k, lr=lr)
+                if key not in earlier:
+                    model.set_inner_lr(own_lr if lr is None else lr)
+                accuracies = earlier[key]["accuracies"] if key in earlier else \
+                    model_accuracies(model, batches, k, spec.ways)
+                entries.append({"name": label, "workdir": str(workdir),
+                                "algorithm": model.config.algorithm, "inner_steps": k,
+                                "inner_lr": own_lr if lr is None else lr, "test_inner_lr": lr,
+                                "checkpoint": info["checkpoint"],
+                                "checkpoint_sha256": digests[workdir], "reused": key in earlier,
+                                "accuracies": accuracies})
     for baseline in baselines:  # cheap: always evaluated, and checked against ``reuse``
         accuracies = baseline_accuracies(baseline, batches)
         before = earlier.get(model_key(None, 0, baseline))
@@ -135,8 +149,13 @@ def checkpoint_sha256(prefix: str) -> str:
     return digest.hexdigest()
 
 
-def model_key(checkpoint_digest: str | None, steps: int, baseline: str | None = None) -> tuple:
-    return ("baseline", baseline, steps) if baseline else ("model", checkpoint_digest, steps)
+def model_key(checkpoint_digest: str | None, steps: int, baseline: str | None = None,
+              lr: float | None = None) -> tuple:
+    """What makes two evaluations the same on the same episodes (``lr``: a test-time inner
+    learning rate other than the model's own, None for its own)."""
+    if baseline:
+        return ("baseline", baseline, steps)
+    return ("model", checkpoint_digest, steps, None if lr is None else float(lr))
 
 
 def reusable(previous: dict, settings: dict) -> dict:
@@ -152,7 +171,8 @@ def reusable(previous: dict, settings: dict) -> dict:
     found = {}
     for m in previous["models"]:
         baseline = m["algorithm"] if m.get("workdir") is None else None
-        key = model_key(m.get("checkpoint_sha256"), m["inner_steps"], baseline)
+        key = model_key(m.get("checkpoint_sha256"), m["inner_steps"], baseline,
+                        m.get("test_inner_lr"))
         entry = {k: v for k, v in m.items() if k not in ("accuracy", "ci95", "episode_accuracies")}
         found[key] = entry | {"accuracies": np.asarray(m["episode_accuracies"], np.float64)}
     return found
@@ -161,7 +181,8 @@ def reusable(previous: dict, settings: dict) -> dict:
 def kept(earlier: dict, entries: list[dict]) -> list[dict]:
     """The earlier models not evaluated now, except those of a workdir evaluated now."""
     used = {model_key(e["checkpoint_sha256"], e["inner_steps"],
-                      e["algorithm"] if e["workdir"] is None else None) for e in entries}
+                      e["algorithm"] if e["workdir"] is None else None, e.get("test_inner_lr"))
+            for e in entries}
     workdirs = {Path(e["workdir"]).resolve() for e in entries if e["workdir"] is not None}
     names = {e["name"] for e in entries}
     out = []

@@ -192,3 +192,33 @@ def test_compare_keeps_earlier_models_whose_folders_are_gone(trained_workdir, tm
     assert not (tmp_path / "e.json").exists()
     alone = compare("--workdirs", str(trained_workdir), "--keep-earlier")
     assert alone.returncode == 2 and "--keep-earlier needs --reuse" in alone.stderr
+
+
+@pytest.mark.slow
+def test_compare_at_test_time_learning_rates(trained_workdir, tmp_path, omniglot_dir):
+    """--inner-lr: every model at each test-time inner learning rate; a vanishing rate is the
+    prototype head alone, the model's own rate is its default evaluation."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "METAGNA_DATA_DIR": str(omniglot_dir)}
+    flags = ["--episodes", "8", "--shots", "5", "--support-corruption", "label"]
+
+    def compare(*args):
+        return subprocess.run([sys.executable, "-m", "metagna_tf.compare", "--workdirs",
+                               str(trained_workdir), *flags, *args],
+                              capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+
+    proc = compare("--inner-steps", "0", "2", "--inner-lr", "0.1", "1e-7", "3",
+                   "--output", str(tmp_path / "a.json"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    models = {m["name"]: m for m in json.loads(proc.stdout)["models"]}
+    assert list(models) == ["metagna@0", "metagna@2@lr0.1", "metagna@2@lr1e-07", "metagna@2@lr3"]
+    assert [m["inner_lr"] for m in models.values()] == [0.1, 0.1, 1e-7, 3.0]
+    assert [m["test_inner_lr"] for m in models.values()] == [None, None, 1e-7, 3.0]
+    acc = {n: m["episode_accuracies"] for n, m in models.items()}
+    assert acc["metagna@2@lr1e-07"] == acc["metagna@0"]
+    assert acc["metagna@2@lr3"] != acc["metagna@2@lr0.1"]
+    default = compare("--inner-steps", "2", "--reuse", str(tmp_path / "a.json"))
+    assert default.returncode == 0, default.stderr[-3000:]
+    [model] = json.loads(default.stdout)["models"]
+    assert model["reused"] and model["episode_accuracies"] == acc["metagna@2@lr0.1"]
+    bad = compare("--inner-lr", "0")
+    assert bad.returncode == 2 and "inner learning rate must be positive" in bad.stderr

@@ -77,6 +77,14 @@ class MetaLearner(keras.Model):
                                    for n in self.tensor_names]
         self.built = True
 
+    def set_inner_lr(self, inner_lr: float) -> None:
+        """Take inner steps with ``inner_lr`` from now on (a test-time choice; the Arbiter's
+        or the learned step sizes' scales multiply it as in training)."""
+        if not inner_lr > 0:
+            raise ValueError(f"inner learning rate must be positive, got {inner_lr}")
+        self.config = self.config.replace(inner_lr=float(inner_lr))
+        self.update_rule = make_update_rule(self.config, self.arbiter)
+
     # ---- one task -------------------------------------------------------------------
     def adapt(self, support_x, support_y, steps: int, first_order: bool = False,
               ways=None, final_stats: bool = True) -> Adaptation:
