@@ -83,11 +83,11 @@ compare() {  # protocol name [compare flags...]: every trained model of the prot
   cat "${out%.json}.txt"
 }
 
-pair() {  # output [compare flags...]: seed 0 of MAML and Meta-GNA (and more), if trained here
+pair() {  # output [compare flags...]: chosen models of a protocol, if trained here
   local out=$1
   shift
   local reuse=()
-  [[ -f $out ]] && reuse=(--reuse "$out")
+  [[ -f $out ]] && reuse=(--reuse "$out" --keep-earlier)
   python -m metagna_tf.compare "$@" --episodes 600 --output "$out" "${reuse[@]}" \
     > /dev/null 2> "${out%.json}.txt.partial" \
     || { echo "FAILED: $out (see ${out%.json}.txt.partial)"; return 0; }
@@ -103,6 +103,22 @@ if [[ $phase == evaluate ]]; then
       --support-corruption occlusion --corruption-rate 0.2
     compare "$protocol" 5w5s_label0.2 --ways 5 --shots 5 --queries 5 \
       --support-corruption label --corruption-rate 0.2
+    seeds=()  # MAML and Meta-GNA, every seed trained here
+    for seed in 0 1 2; do
+      for algorithm in maml metagna; do
+        finished "$runs/$protocol/${algorithm}_seed$seed" && seeds+=("$runs/$protocol/${algorithm}_seed$seed")
+      done
+    done
+    if [[ ${#seeds[@]} -gt 0 ]]; then
+      # is Meta-GNA's difference its step size? its Arbiter learned scales well below 1, so
+      # every seed at 0 steps and at 3 steps of the trained inner lr (0.1) and smaller ones
+      for setting in 5w5s 5w5s_label0.2; do
+        extra=()
+        [[ $setting == *label* ]] && extra=(--support-corruption label --corruption-rate 0.2)
+        pair "$record/${protocol}_stepsize_$setting.json" --workdirs "${seeds[@]}" \
+          --inner-steps 0 3 --inner-lr 0.1 0.025 0.005 --ways 5 --shots 5 --queries 5 "${extra[@]}"
+      done
+    fi
     seed0=("$runs/$protocol/maml_seed0" "$runs/$protocol/metagna_seed0")
     if finished "${seed0[0]}" && finished "${seed0[1]}"; then
       for shots in 1 5; do  # does adaptation itself help? the prototype head alone, 1, 3, 10 steps

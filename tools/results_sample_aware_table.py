@@ -7,7 +7,9 @@ paired difference against MAML on the same episodes (Meta-GNA seed k against MAM
 ablations, seed 0, against MAML seed 0 and Meta-GNA seed 0), plus the three-seed
 comparison: the per-episode mean over seeds of Meta-GNA minus that of MAML (a paired t
 interval over episodes; it does not include the variation between seeds, which the per-seed
-rows show); and the validation comparison that chooses the Arbiter's output bound.
+rows show); the validation comparison that chooses the Arbiter's output bound; test-time
+inner steps; and the test-time step size (every seed at 0 steps and at 3 steps of several
+inner learning rates).
 """
 
 from __future__ import annotations
@@ -86,9 +88,58 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def column_label(column: str) -> str:
+    steps, _, lr = column.partition("@lr")
+    return "head alone (0 steps)" if steps == "0" else f"{steps} steps, lr {lr}"
+
+
+def column_order(column: str) -> tuple:
+    steps, _, lr = column.partition("@lr")
+    return (int(steps), -float(lr) if lr else 0.0)
+
+
+def stepsize_table(result: dict) -> str:
+    """Each model at 0 steps and at 3 steps of each test-time inner learning rate (names
+    ``model@steps[@lrX]``): accuracy, and after steps the paired difference against the same
+    model's head alone; the last row: Meta-GNA minus MAML over the seeds, per column."""
+    acc = {m["name"]: np.asarray(m["episode_accuracies"]) for m in result["models"]}
+    stats = {m["name"]: m for m in result["models"]}
+    bases = sorted({n.split("@")[0] for n in acc}, key=order)
+    columns = sorted({n.split("@", 1)[1] for n in acc if "@" in n}, key=column_order)
+    lines = ["| model | " + " | ".join(column_label(c) for c in columns) + " |",
+             "| --- |" + " --- |" * len(columns)]
+    for base in bases:
+        cells = []
+        for column in columns:
+            name, head = f"{base}@{column}", f"{base}@0"
+            if name not in acc:
+                cells.append("")
+                continue
+            cell = f"{pct(stats[name]['accuracy'])} ± {pct(stats[name]['ci95'])}"
+            if column != "0" and head in acc:
+                cell += f" ({diff_text(paired_difference(acc[head], acc[name]))})"
+            cells.append(cell)
+        lines.append(f"| {base} | " + " | ".join(cells) + " |")
+    cells = []
+    for column in columns:
+        seeds = [s for s in range(3)
+                 if f"maml_seed{s}@{column}" in acc and f"metagna_seed{s}@{column}" in acc]
+        if len(seeds) < 2:
+            cells.append("")
+            continue
+        maml = np.mean([acc[f"maml_seed{s}@{column}"] for s in seeds], axis=0)
+        gna = np.mean([acc[f"metagna_seed{s}@{column}"] for s in seeds], axis=0)
+        cells.append(diff_text(paired_difference(maml, gna)))
+    if any(cells):
+        lines.append("| **Meta-GNA − MAML, seeds 0-2** | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results/sample_aware")
     for protocol, title in PROTOCOLS:
+        if not any(folder.glob(f"{protocol}_*.json")):
+            continue
         print(f"### {title}\n")
         for key, setting in SETTINGS:
             path = folder / f"{protocol}_{key}.json"
@@ -114,6 +165,14 @@ def main() -> None:
                 print("| --- |" + " --- |" * len(result["models"]))
                 print("| accuracy | " + " | ".join(f"{pct(m['accuracy'])} ± {pct(m['ci95'])}"
                                                    for m in result["models"]) + " |\n")
+        for key, setting in (("5w5s", "5-way 5-shot"),
+                             ("5w5s_label0.2", "5-way 5-shot, 20% of the support labels swapped")):
+            path = folder / f"{protocol}_stepsize_{key}.json"
+            if path.is_file():
+                result = json.loads(path.read_text())
+                print(f"**Test-time step size**, {setting}, {result['episodes']} test episodes "
+                      f"(`{path.name}`; in brackets: against the same model's head alone):\n")
+                print(stepsize_table(result) + "\n")
     print("(* the paired 95% interval excludes zero)")
 
 
