@@ -64,13 +64,17 @@ sys.exit(0 if last.get("iteration") == target else 1)
 PY
 }
 
+finished_runs() {  # protocol: the workdirs of its finished runs, one per line
+  while read -r run _; do
+    if [[ $run == "$1"/* ]] && finished "$runs/$run"; then echo "$runs/$run"; fi
+  done < <(rows)
+}
+
 compare() {  # protocol name [compare flags...]: every trained model of the protocol + pixel NN
   local protocol=$1 name=$2
   shift 2
   local dirs=()
-  while read -r run _; do
-    [[ $run == "$protocol"/* ]] && finished "$runs/$run" && dirs+=("$runs/$run")
-  done < <(rows)
+  mapfile -t dirs < <(finished_runs "$protocol")
   [[ ${#dirs[@]} -gt 0 ]] || { echo "no finished $protocol run in $runs: compare $name skipped"; return 0; }
   local out="$record/${protocol}_${name}.json" reuse=()
   # the record keeps every model compared so far, their run folders here or not; only the runs
@@ -103,19 +107,14 @@ if [[ $phase == evaluate ]]; then
       --support-corruption occlusion --corruption-rate 0.2
     compare "$protocol" 5w5s_label0.2 --ways 5 --shots 5 --queries 5 \
       --support-corruption label --corruption-rate 0.2
-    seeds=()  # MAML and Meta-GNA, every seed trained here
-    for seed in 0 1 2; do
-      for algorithm in maml metagna; do
-        finished "$runs/$protocol/${algorithm}_seed$seed" && seeds+=("$runs/$protocol/${algorithm}_seed$seed")
-      done
-    done
-    if [[ ${#seeds[@]} -gt 0 ]]; then
+    mapfile -t trained < <(finished_runs "$protocol")
+    if [[ ${#trained[@]} -gt 0 ]]; then
       # is Meta-GNA's difference its step size? its Arbiter learned scales well below 1, so
-      # every seed at 0 steps and at 3 steps of the trained inner lr (0.1) and smaller ones
+      # every model at 0 steps and at 3 steps of the trained inner lr (0.1) and smaller ones
       for setting in 5w5s 5w5s_label0.2; do
         extra=()
         [[ $setting == *label* ]] && extra=(--support-corruption label --corruption-rate 0.2)
-        pair "$record/${protocol}_stepsize_$setting.json" --workdirs "${seeds[@]}" \
+        pair "$record/${protocol}_stepsize_$setting.json" --workdirs "${trained[@]}" \
           --inner-steps 0 3 --inner-lr 0.1 0.025 0.005 --ways 5 --shots 5 --queries 5 "${extra[@]}"
       done
     fi
