@@ -9,10 +9,10 @@ Output: ``a = bound(z)`` where ``z`` is a Dense layer with zero-initialized
 kernel and bias, so ``a == 1`` at initialization and the Meta-GNA step starts
 as MAML's step. Bounds (``a_min <= a <= a_max``):
 
-* ``clip``: ``a = clip(exp(z), a_min, a_max)`` (no gradient once clipped);
-* ``tanh``: ``log a = c * tanh(z / c)`` with ``c = log(a_max)`` for ``z >= 0`` and
-  ``c = -log(a_min)`` below: smooth, the identity ``a = exp(z)`` near 0, and a
-  gradient everywhere.
+* ``tanh`` (the default, chosen on the validation split): ``log a = c * tanh(z / c)``
+  with ``c = log(a_max)`` for ``z >= 0`` and ``c = -log(a_min)`` below: smooth, the
+  identity ``a = exp(z)`` near 0, and a gradient everywhere;
+* ``clip``: ``a = clip(exp(z), a_min, a_max)`` (no gradient once clipped).
 
 ``LearnedStepSizes`` is the ablation without sample awareness (MAML++'s LSLR,
 Meta-SGD with one scalar per tensor): ``a[j, l] = bound(z[j, l])`` with ``z`` a
@@ -59,7 +59,7 @@ def _check_bounds(owner: str, a_min, a_max, bound) -> None:
 
 
 def arbiter_scales(weights, features, step, *, num_tensors: int, num_steps: int, a_min: float,
-                   a_max: float, bound: str = "clip", use_features: bool = True):
+                   a_max: float, bound: str, use_features: bool = True):
     """The Arbiter's forward: ``weights`` = [tensor_embedding, step_embedding, hidden kernel,
     hidden bias, output kernel, output bias]; ``features`` (num_tensors, NUM_FEATURES), or with
     leading task axes (..., num_tensors, NUM_FEATURES) for the task-batched inner loop."""
@@ -81,7 +81,7 @@ def arbiter_scales(weights, features, step, *, num_tensors: int, num_steps: int,
 
 
 def step_size_scales(weights, features, step, *, num_steps: int, a_min: float, a_max: float,
-                     bound: str = "clip"):
+                     bound: str):
     """LSLR's forward: ``weights`` = [log_scale (num_steps, num_tensors)]; features unused."""
     del features
     (log_scale,) = (tf.convert_to_tensor(w) for w in weights)
@@ -99,7 +99,7 @@ class Arbiter(keras.layers.Layer):
         hidden: hidden units of the MLP.
         embed_dim: size of the step and tensor embeddings.
         a_min, a_max: range of the output scale (``0 < a_min <= 1 <= a_max``).
-        bound: ``"clip"`` or ``"tanh"`` (smooth), see the module docstring.
+        bound: ``"tanh"`` (smooth) or ``"clip"``, see the module docstring.
         use_features: False zeroes the sample-aware features (the embeddings-only ablation).
 
     Call: ``arbiter(features, step)`` with ``features`` of shape
@@ -109,7 +109,7 @@ class Arbiter(keras.layers.Layer):
     uses_features = True
 
     def __init__(self, num_tensors, num_steps=1, hidden=32, embed_dim=4, a_min=0.01, a_max=100.0,
-                 bound="clip", use_features=True, **kwargs):
+                 bound="tanh", use_features=True, **kwargs):
         super().__init__(**kwargs)
         for name, value in (("num_tensors", num_tensors), ("num_steps", num_steps),
                             ("hidden", hidden), ("embed_dim", embed_dim)):
@@ -175,7 +175,7 @@ class LearnedStepSizes(keras.layers.Layer):
 
     uses_features = False
 
-    def __init__(self, num_tensors, num_steps=1, a_min=0.01, a_max=100.0, bound="clip", **kwargs):
+    def __init__(self, num_tensors, num_steps=1, a_min=0.01, a_max=100.0, bound="tanh", **kwargs):
         super().__init__(**kwargs)
         for name, value in (("num_tensors", num_tensors), ("num_steps", num_steps)):
             if not (isinstance(value, int) and value >= 1):

@@ -96,7 +96,7 @@ def read_config(workdir: str | Path) -> Config:
     if not path.is_file():
         raise FileNotFoundError(f"{workdir}: no {CONFIG_FILE}; train into it first "
                                 "with python -m metagna_tf.train --workdir ...")
-    return Config.from_dict(json.loads(path.read_text()), source=str(path))
+    return Config.from_saved(json.loads(path.read_text()), source=str(path))
 
 
 def find_checkpoint(path: str | Path, which: str = "best") -> str:
@@ -132,8 +132,8 @@ def checkpoint_config(prefix: str) -> Config:
         text = tf.train.load_variable(prefix, "config/.ATTRIBUTES/VARIABLE_VALUE")
     except (tf.errors.NotFoundError, ValueError) as err:
         raise ValueError(f"{prefix}: not a metagna-tf checkpoint (no config inside)") from err
-    return Config.from_dict(json.loads(text.decode() if isinstance(text, bytes) else text),
-                            source=f"{prefix} (config)")
+    return Config.from_saved(json.loads(text.decode() if isinstance(text, bytes) else text),
+                             source=f"{prefix} (config)")
 
 
 def load_trained(path: str | Path, which: str = "best") -> tuple[MetaLearner, dict]:

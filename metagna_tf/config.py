@@ -30,6 +30,15 @@ CHOICES: dict[str, tuple] = {
     "task_batching": ("auto", "loop", "grouped", "stacked"),
     "precision": ("float32", "bfloat16", "mixed_float16"),
 }
+# A saved config (a workdir's config.json, a checkpoint's, an export's model_info.json) holds
+# every key of the version that wrote it. A key it lacks was added later; if that key's default
+# has changed since, the run was made with the value below, not with today's default.
+# (arbiter_bound: clip was the only bound, then the default, until 2026-11-29.)
+SAVED_DEFAULTS: dict[str, Any] = {"arbiter_bound": "clip"}
+ARBITER_KEYS = ("arbiter_hidden", "arbiter_embed", "arbiter_a_min", "arbiter_a_max",
+                "arbiter_bound", "arbiter_use_features")
+# the Arbiter's keys that maml_lslr's learned step sizes use too
+STEP_SIZE_KEYS = ("arbiter_a_min", "arbiter_a_max", "arbiter_bound")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +83,8 @@ class Config:
     arbiter_embed: int = 4
     arbiter_a_min: float = 0.01
     arbiter_a_max: float = 100.0
-    arbiter_bound: str = "clip"  # clip | tanh (smooth; see arbiter.py)
+    # tanh (smooth) | clip; the validation split preferred tanh (docs/results.md)
+    arbiter_bound: str = "tanh"
     arbiter_use_features: bool = True  # False: step and tensor embeddings only (ablation)
     # outer loop
     meta_batch_size: int = 32
@@ -147,6 +157,15 @@ class Config:
         grouped_ok = self.dtype == "float32" and self.precision in ("float32", "bfloat16")
         return "grouped" if supported and small and grouped_ok else "loop"
 
+    @property
+    def inert_keys(self) -> frozenset[str]:
+        """The keys that have no effect with this algorithm (the Arbiter's, without one)."""
+        if self.algorithm == "metagna":
+            return frozenset()
+        if self.algorithm == "maml_lslr":
+            return frozenset(ARBITER_KEYS) - set(STEP_SIZE_KEYS)
+        return frozenset(ARBITER_KEYS)
+
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
@@ -163,6 +182,14 @@ class Config:
         if unknown:
             raise ValueError(f"{source}: unknown config key(s) {unknown}; known keys: {sorted(known)}")
         return cls(**values)
+
+    @classmethod
+    def from_saved(cls, values: dict[str, Any], source: str = "saved config") -> Config:
+        """A config written by a run (``to_dict``): a key it lacks takes the value it had
+        when that run was made (``SAVED_DEFAULTS``), else today's default."""
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: expected a JSON object of config keys")
+        return cls.from_dict({**SAVED_DEFAULTS, **values}, source=source)
 
 
 _OMNIGLOT = dict(dataset="omniglot", image_size=28, channels=1, filters=64, downsample="stride",

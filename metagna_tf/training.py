@@ -40,10 +40,10 @@ def check_workdir_config(workdir: Path, config: Config) -> None:
     path = workdir / CONFIG_FILE
     if not path.is_file():
         return
-    old = Config.from_dict(json.loads(path.read_text()), source=str(path)).to_dict()  # + defaults
+    old = Config.from_saved(json.loads(path.read_text()), source=str(path)).to_dict()
     new = config.to_dict()
-    changed = {k: (old.get(k), new[k]) for k in new
-               if old.get(k) != new[k] and k not in RESUMABLE_CHANGES}
+    ignored = RESUMABLE_CHANGES | config.inert_keys
+    changed = {k: (old[k], new[k]) for k in new if old[k] != new[k] and k not in ignored}
     if changed:
         detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
         raise ValueError(f"--workdir {workdir} holds a run with a different config ({detail}); "

@@ -30,7 +30,7 @@ from pathlib import Path
 import keras_tuner
 import numpy as np
 
-from metagna_tf.config import Config
+from metagna_tf.config import ARBITER_KEYS, STEP_SIZE_KEYS, Config
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,6 @@ DEFAULT_SPACE: dict[str, dict] = {
     "arbiter_hidden": {"type": "choice", "values": [16, 32, 64]},
     "arbiter_a_max": {"type": "choice", "values": [10.0, 100.0]},
 }
-ARBITER_KEYS = {"arbiter_hidden", "arbiter_embed", "arbiter_a_min", "arbiter_a_max",
-                "arbiter_bound", "arbiter_use_features"}
 TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVE = "val_accuracy"
 OBJECTIVE_STREAM_SEED = 0
@@ -71,8 +69,7 @@ def load_space(path: str | Path | None, algorithm: str) -> dict[str, dict]:
         dropped = sorted(k for k in space if k in ARBITER_KEYS)
         if dropped and algorithm != "maml_lslr":
             log.info("%s: %s has no Arbiter; not searching %s", source, algorithm, dropped)
-        keep = {"arbiter_a_min", "arbiter_a_max", "arbiter_bound"} if algorithm == "maml_lslr" \
-            else set()
+        keep = set(STEP_SIZE_KEYS) if algorithm == "maml_lslr" else set()
         space = {k: v for k, v in space.items() if k not in ARBITER_KEYS or k in keep}
     fields = {f.name: f for f in dataclasses.fields(Config)}
     for key, spec in space.items():

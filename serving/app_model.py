@@ -132,7 +132,7 @@ class _WorkdirModel(AppModel):
 
 class _ExportModel(AppModel):
     def __init__(self, version_dir: Path, info: dict):
-        config = Config.from_dict(info["config"], source=f"{version_dir} model_info.json")
+        config = Config.from_saved(info["config"], source=f"{version_dir} model_info.json")
         options = {"size": int(info["image_size"]), "channels": int(info["channels"]),
                    "invert": bool(info["invert"])}
         super().__init__(config, info["tensor_names"], info["inner_steps"], options,

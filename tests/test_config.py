@@ -38,15 +38,46 @@ def test_bad_config_values_are_named(tmp_path):
 def test_every_config_key_has_a_flag_shared_by_train_and_tune():
     import dataclasses
 
-    args = parse_args(["--workdir", "w", "--no-rotations", "--arbiter-bound", "tanh",
+    args = parse_args(["--workdir", "w", "--no-rotations", "--arbiter-bound", "clip",
                        "--protocol", "cross_alphabet", "--bn-eps", "0.01"])
     config = config_from_args(args)
     assert (config.rotations, config.arbiter_bound, config.protocol, config.bn_eps) == (
-        False, "tanh", "cross_alphabet", 0.01)
+        False, "clip", "cross_alphabet", 0.01)
     for field in dataclasses.fields(Config):
         assert hasattr(args, field.name), field.name
     with pytest.raises(SystemExit):
         parse_args(["--workdir", "w", "--downsample", "pool"])  # argparse names the choices
+
+
+def test_a_saved_config_without_a_later_key_keeps_the_value_it_was_made_with(tmp_path):
+    from metagna_tf.checkpoints import read_config
+
+    assert Config().arbiter_bound == "tanh"  # the default the validation split chose
+    saved = Config(algorithm="metagna").to_dict()
+    del saved["arbiter_bound"]  # a run made before the key existed: it had the clip bound
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert read_config(tmp_path).arbiter_bound == "clip"
+    assert Config.from_saved({**saved, "arbiter_bound": "tanh"}).arbiter_bound == "tanh"
+    partial = tmp_path / "partial.json"  # a --config file of overrides takes today's defaults
+    partial.write_text('{"ways": 3}')
+    assert load_config(str(partial)).arbiter_bound == "tanh"
+
+
+def test_resuming_ignores_keys_the_algorithm_does_not_use(tmp_path):
+    from metagna_tf.training import check_workdir_config
+
+    for algorithm in ("maml", "metagna", "maml_lslr"):
+        work = tmp_path / algorithm
+        work.mkdir()
+        (work / "config.json").write_text(Config(algorithm=algorithm, arbiter_bound="clip",
+                                                 arbiter_hidden=8).to_json())
+        resumed = Config(algorithm=algorithm)  # today's defaults: tanh bound, 32 hidden units
+        if algorithm == "maml":
+            check_workdir_config(work, resumed)  # no Arbiter: nothing that matters changed
+            continue
+        with pytest.raises(ValueError, match="arbiter_bound: 'clip' -> 'tanh'"):
+            check_workdir_config(work, resumed)
+    check_workdir_config(tmp_path / "maml_lslr", Config(algorithm="maml_lslr", arbiter_bound="clip"))
 
 
 def test_progress_bar_hides_per_tensor_scales_only():

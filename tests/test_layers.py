@@ -91,6 +91,8 @@ def test_feature_free_scale_networks_ignore_their_input():
     lslr = LearnedStepSizes(num_tensors=5, num_steps=2)
     np.testing.assert_array_equal(lslr(f1, step=0), np.ones(5))  # neutral at initialization
     lslr.log_scale.assign(np.log(np.full((2, 5), 3.0)))
-    np.testing.assert_allclose(lslr(f2, step=7), np.full(5, 3.0), rtol=1e-6)
+    c = np.log(100.0)  # the default tanh bound: log a = c tanh(log 3 / c), a bit below 3
+    np.testing.assert_allclose(lslr(f2, step=7), np.full(5, np.exp(c * np.tanh(np.log(3.0) / c))),
+                               rtol=1e-6)
     clone = keras.layers.deserialize(keras.layers.serialize(lslr))
     assert clone.get_config() == lslr.get_config()

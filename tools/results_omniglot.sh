@@ -6,7 +6,8 @@ set -euo pipefail
 runs=${1:-runs/results}
 lr=${2:-0.1}   # chosen once for maml on the validation split (docs/results.md)
 common=(--dataset omniglot --ways 5 --shots 1 --queries 1 --meta-batch-size 32 --inner-steps 1
-        --inner-steps-test 3 --inner-lr "$lr" --iterations 2000 --checkpoint-every 100 --verbose 2)
+        --inner-steps-test 3 --inner-lr "$lr" --iterations 2000 --checkpoint-every 100 --verbose 2
+        --arbiter-bound clip)  # the bound of this table's runs, the default when they were made
 # name algorithm seed [extra flags]
 while read -r name algorithm seed extra; do
   work="$runs/$name"

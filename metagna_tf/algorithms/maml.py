@@ -59,7 +59,7 @@ class MetaLearner(keras.Model):
 
     def __init__(self, config: Config | dict, **kwargs):
         super().__init__(**kwargs)
-        self.config = config if isinstance(config, Config) else Config.from_dict(config)
+        self.config = config if isinstance(config, Config) else Config.from_saved(config)
         config = self.config
         self.backbone = build_backbone(config)
         self.tensor_names = self.backbone.param_names + ["head_kernel", "head_bias"]
