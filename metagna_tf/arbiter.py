@@ -162,6 +162,11 @@ class Arbiter(keras.layers.Layer):
                 "a_min": self.a_min, "a_max": self.a_max, "bound": self.bound,
                 "use_features": self.use_features}
 
+    @classmethod
+    def from_config(cls, config):
+        # a layer saved before the bound was configurable had the clip bound
+        return cls(**{"bound": "clip", **config})
+
 
 @keras.saving.register_keras_serializable(package="metagna_tf")
 class LearnedStepSizes(keras.layers.Layer):
