@@ -31,6 +31,8 @@ import math
 import keras
 import tensorflow as tf
 
+from metagna_tf.config import SAVED_DEFAULTS
+
 NUM_FEATURES = 8
 FEATURE_NAMES = ("log_grad_norm", "log_weight_norm", "loss_mean", "loss_std", "loss_max",
                  "log_sample_grad_norm_mean", "log_sample_grad_norm_std",
@@ -164,8 +166,8 @@ class Arbiter(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        # a layer saved before the bound was configurable had the clip bound
-        return cls(**{"bound": "clip", **config})
+        # a layer saved before the bound was configurable had the bound it had then
+        return cls(**{"bound": SAVED_DEFAULTS["arbiter_bound"], **config})
 
 
 @keras.saving.register_keras_serializable(package="metagna_tf")
