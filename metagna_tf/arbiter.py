@@ -31,13 +31,13 @@ import math
 import keras
 import tensorflow as tf
 
-from metagna_tf.config import SAVED_DEFAULTS
+from metagna_tf.config import ARBITER_BOUNDS, check_scale_bounds
 
 NUM_FEATURES = 8
 FEATURE_NAMES = ("log_grad_norm", "log_weight_norm", "loss_mean", "loss_std", "loss_max",
                  "log_sample_grad_norm_mean", "log_sample_grad_norm_std",
                  "log_sample_grad_norm_max")
-BOUNDS = ("clip", "tanh")
+BOUNDS = ARBITER_BOUNDS
 
 
 def bounded_scale(z, a_min: float, a_max: float, bound: str):
@@ -47,17 +47,6 @@ def bounded_scale(z, a_min: float, a_max: float, bound: str):
     upper, lower = math.log(a_max), -math.log(a_min)
     # both branches are finite everywhere (upper, lower > 0), so tf.where's gradient is clean
     return tf.exp(tf.where(z >= 0, upper * tf.tanh(z / upper), lower * tf.tanh(z / lower)))
-
-
-def _check_bounds(owner: str, a_min, a_max, bound) -> None:
-    if bound not in BOUNDS:
-        raise ValueError(f"{owner}: bound must be one of {BOUNDS}, got {bound!r}")
-    if not 0 < a_min <= 1 <= a_max:
-        raise ValueError(f"{owner}: need 0 < a_min <= 1 <= a_max, got a_min={a_min!r}, "
-                         f"a_max={a_max!r}")
-    if bound == "tanh" and not a_min < 1 < a_max:
-        raise ValueError(f"{owner}: the tanh bound needs a_min < 1 < a_max, got a_min={a_min!r}, "
-                         f"a_max={a_max!r}")
 
 
 def arbiter_scales(weights, features, step, *, num_tensors: int, num_steps: int, a_min: float,
@@ -117,7 +106,7 @@ class Arbiter(keras.layers.Layer):
                             ("hidden", hidden), ("embed_dim", embed_dim)):
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"Arbiter: {name} must be a positive integer, got {value!r}")
-        _check_bounds("Arbiter", a_min, a_max, bound)
+        check_scale_bounds("Arbiter", a_min, a_max, bound)
         self.num_tensors = num_tensors
         self.num_steps = num_steps
         self.hidden = hidden
@@ -164,11 +153,6 @@ class Arbiter(keras.layers.Layer):
                 "a_min": self.a_min, "a_max": self.a_max, "bound": self.bound,
                 "use_features": self.use_features}
 
-    @classmethod
-    def from_config(cls, config):
-        # a layer saved before the bound was configurable had the bound it had then
-        return cls(**{"bound": SAVED_DEFAULTS["arbiter_bound"], **config})
-
 
 @keras.saving.register_keras_serializable(package="metagna_tf")
 class LearnedStepSizes(keras.layers.Layer):
@@ -188,7 +172,7 @@ class LearnedStepSizes(keras.layers.Layer):
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"LearnedStepSizes: {name} must be a positive integer, got "
                                  f"{value!r}")
-        _check_bounds("LearnedStepSizes", a_min, a_max, bound)
+        check_scale_bounds("LearnedStepSizes", a_min, a_max, bound)
         self.num_tensors = num_tensors
         self.num_steps = num_steps
         self.a_min = float(a_min)

@@ -95,10 +95,8 @@ def compare(workdirs: Sequence[str], *, baselines: Sequence[str] = (),
                 label += f"@lr{given:g}" if given is not None and len(inner_lrs) > 1 else ""
                 lr = None if given == own_lr else given  # the model's own rate is its default
                 key = model_key(digests[workdir], k, lr=lr)
-                if key not in earlier:
-                    model.set_inner_lr(own_lr if lr is None else lr)
                 accuracies = earlier[key]["accuracies"] if key in earlier else \
-                    model_accuracies(model, batches, k, spec.ways)
+                    model_accuracies(model, batches, k, spec.ways, inner_lr=lr)
                 entries.append({"name": label, "workdir": str(workdir),
                                 "algorithm": model.config.algorithm, "inner_steps": k,
                                 "inner_lr": own_lr if lr is None else lr, "test_inner_lr": lr,

@@ -12,7 +12,31 @@ import json
 from pathlib import Path
 from typing import Any
 
-ALGORITHMS = ("maml", "fomaml", "metagna", "gna_normalize_only", "maml_lslr")
+from metagna_tf.algorithms.table import (
+    ALGORITHM_KEYS,
+    ALGORITHMS,
+    ARBITER_KEYS,  # noqa: F401  (re-exported: tuning and tests read the keys here)
+    STEP_SIZE_KEYS,  # noqa: F401
+    algorithm,
+)
+
+# The scale networks' output bounds, and the rule they share (Arbiter, LearnedStepSizes and
+# the config check all call check_scale_bounds).
+ARBITER_BOUNDS = ("clip", "tanh")
+
+
+def check_scale_bounds(owner: str, a_min, a_max, bound) -> None:
+    """``0 < a_min <= 1 <= a_max``, and ``a_min < 1 < a_max`` for the tanh bound (its two
+    branches scale ``log a_max`` and ``-log a_min``); a ValueError naming ``owner`` otherwise."""
+    if bound not in ARBITER_BOUNDS:
+        raise ValueError(f"{owner}: bound must be one of {ARBITER_BOUNDS}, got {bound!r}")
+    if not 0 < a_min <= 1 <= a_max:
+        raise ValueError(f"{owner}: need 0 < a_min <= 1 <= a_max, got a_min={a_min!r}, "
+                         f"a_max={a_max!r}")
+    if bound == "tanh" and not a_min < 1 < a_max:
+        raise ValueError(f"{owner}: the tanh bound needs a_min < 1 < a_max, got a_min={a_min!r}, "
+                         f"a_max={a_max!r}")
+
 # The allowed values of every enumerated key (used by the checks and by the flags' choices).
 CHOICES: dict[str, tuple] = {
     "algorithm": ALGORITHMS,
@@ -22,7 +46,7 @@ CHOICES: dict[str, tuple] = {
     "dtype": ("float32", "float64"),
     "gna_direction": ("mean", "sample"),
     "gna_sample_grads": ("frozen_stats", "jacobian"),
-    "arbiter_bound": ("clip", "tanh"),
+    "arbiter_bound": ARBITER_BOUNDS,
     "lr_schedule": ("constant", "cosine"),
     "jit": ("auto", "on", "off"),
     "channels": (1, 3),
@@ -35,10 +59,6 @@ CHOICES: dict[str, tuple] = {
 # has changed since, the run was made with the value below, not with today's default.
 # (arbiter_bound: clip was the only bound, then the default, until 2026-11-29.)
 SAVED_DEFAULTS: dict[str, Any] = {"arbiter_bound": "clip"}
-ARBITER_KEYS = ("arbiter_hidden", "arbiter_embed", "arbiter_a_min", "arbiter_a_max",
-                "arbiter_bound", "arbiter_use_features")
-# the Arbiter's keys that maml_lslr's learned step sizes use too
-STEP_SIZE_KEYS = ("arbiter_a_min", "arbiter_a_max", "arbiter_bound")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,9 +115,10 @@ class Config:
     val_episodes: int = 100
     seed: int = 0
     jit: str = "auto"  # auto | on | off
-    # how a meta-batch's tasks are computed: loop (one after another) | grouped (all at once,
-    # grouped convolutions) | stacked (all at once, a convolution per task) | auto (grouped
-    # for float32 with many small tasks, where measured faster; else loop); same maths
+    # the layout of a meta-batch's tasks (the same inner loop, inner_loop.py): loop (one task
+    # at a time) | grouped (all at once, grouped convolutions) | stacked (all at once, a
+    # convolution per task) | auto (grouped for float32 with many small tasks, where
+    # measured faster; else loop)
     task_batching: str = "auto"
 
     def __post_init__(self) -> None:
@@ -116,24 +137,20 @@ class Config:
             "iterations": (self.iterations >= 1, "at least 1"),
             "checkpoint_every": (self.checkpoint_every >= 1, "at least 1"),
             "val_episodes": (self.val_episodes >= 0, "non-negative"),
-            "arbiter_a_min": (0 < self.arbiter_a_min <= 1 <= self.arbiter_a_max,
-                              "0 < arbiter_a_min <= 1 <= arbiter_a_max"),
-            "inner_checkpointing": (not self.inner_checkpointing
-                                    or self.task_batching in ("auto", "loop"),
-                                    "False with task_batching grouped or stacked (use loop)"),
             "precision": (self.precision == "float32" or self.dtype == "float32",
                           "float32 with dtype float64 (low precision needs float32 variables)"),
-            "arbiter_a_max": (self.arbiter_bound == "clip"
-                              or self.arbiter_a_min < 1 < self.arbiter_a_max,
-                              "arbiter_a_min < 1 < arbiter_a_max with the tanh bound"),
         })
         for name, (ok, expected) in checks.items():
             if not ok:
                 raise ValueError(f"config: {name}={getattr(self, name)!r} is invalid: expected {expected}")
+        check_scale_bounds(f"config (arbiter_a_min={self.arbiter_a_min!r}, "
+                           f"arbiter_a_max={self.arbiter_a_max!r}, "
+                           f"arbiter_bound={self.arbiter_bound!r})",
+                           self.arbiter_a_min, self.arbiter_a_max, self.arbiter_bound)
 
     @property
     def first_order(self) -> bool:
-        return self.algorithm == "fomaml"
+        return algorithm(self.algorithm).first_order
 
     @property
     def compute_dtype(self) -> str:
@@ -142,29 +159,20 @@ class Config:
 
     @property
     def batching(self) -> str:
-        """The task-batching formulation ``auto`` resolves to (tools/bench.py measured it:
-        grouped convolutions win for many small float32 tasks, e.g. Omniglot's 32 tasks of
-        28x28 images, and lose at 84x84 with 4 tasks; TensorFlow has no grouped-convolution
-        gradient on the CPU in float64)."""
+        """The task layout ``auto`` resolves to (tools/bench.py measured it: grouped
+        convolutions win for many small float32 tasks, e.g. Omniglot's 32 tasks of 28x28
+        images, and lose at 84x84 with 4 tasks; TensorFlow has no grouped-convolution
+        gradient on the CPU in float64 or float16)."""
         if self.task_batching != "auto":
             return self.task_batching
-        if self.inner_checkpointing:
-            return "loop"  # recomputation is implemented for the loop
-        sample_aware = self.algorithm == "metagna" and self.arbiter_use_features
-        supported = self.gna_direction == "mean" and not (
-            sample_aware and self.gna_sample_grads != "frozen_stats")
         small = self.image_size <= 32 and self.meta_batch_size >= 8
         grouped_ok = self.dtype == "float32" and self.precision in ("float32", "bfloat16")
-        return "grouped" if supported and small and grouped_ok else "loop"
+        return "grouped" if small and grouped_ok else "loop"
 
     @property
     def inert_keys(self) -> frozenset[str]:
-        """The keys that have no effect with this algorithm (the Arbiter's, without one)."""
-        if self.algorithm == "metagna":
-            return frozenset()
-        if self.algorithm == "maml_lslr":
-            return frozenset(ARBITER_KEYS) - set(STEP_SIZE_KEYS)
-        return frozenset(ARBITER_KEYS)
+        """The algorithm-specific keys this algorithm does not read (algorithms/table.py)."""
+        return ALGORITHM_KEYS - algorithm(self.algorithm).keys
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)

@@ -44,19 +44,22 @@ def eval_batches(sampler: EpisodeSampler, episodes: int, seed: int = 0, batch_si
     return batches
 
 
-def model_accuracies(model, batches, steps: int, ways: int) -> np.ndarray:
-    """Query accuracy per episode of ``batches`` after ``steps`` inner steps."""
+def model_accuracies(model, batches, steps: int, ways: int, inner_lr: float | None = None
+                     ) -> np.ndarray:
+    """Query accuracy per episode of ``batches`` after ``steps`` inner steps (at the trained
+    inner learning rate, or at ``inner_lr``)."""
     dtype = model.config.dtype
+    lr = tf.constant(model.config.inner_lr if inner_lr is None else inner_lr, dtype)
 
     @tf.function(reduce_retracing=True)
-    def run(batch):
-        return model.episode_metrics(batch, steps, ways=ways)[1]
+    def run(batch, lr):
+        return model.episode_metrics(batch, steps, ways=ways, inner_lr=lr)[1]
 
     accs = []
     for sx, sy, qx, qy in batches:
         batch = {"support_x": to_model_input(sx, dtype), "support_y": tf.constant(sy),
                  "query_x": to_model_input(qx, dtype), "query_y": tf.constant(qy)}
-        accs.append(run(batch).numpy())
+        accs.append(run(batch, lr).numpy())
     return np.concatenate(accs)
 
 

@@ -8,7 +8,6 @@ training data (``data.images``, then ``preprocessing.to_model_input``).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -77,71 +76,60 @@ def expand_queries(paths) -> list[Path]:
 class Predictor:
     """Adapt-then-classify for uint8 images, as graphs with the served signatures' shapes.
 
-    The SavedModel of ``serving.export`` runs ``inner_loop.adapt`` and ``classify`` on inputs
-    of unknown batch size and number of classes; these functions trace the same library code
-    with the same shape information, so in-process predictions equal served ones to float32
-    rounding (eager execution, or static shapes, can select other kernels; after a few Meta-GNA
-    steps with large learned step scales that reaches 1e-4 in probability).
+    ``adapt`` returns one task's ``Adaptation`` (``inner_loop.Adaptation.task``: no task
+    axis), which ``classify`` consumes. The SavedModel of ``serving.export`` runs
+    ``inner_loop.adapt`` and ``classify`` on inputs of unknown batch size and number of
+    classes; these functions trace the same library code with the same shape information,
+    so in-process predictions equal served ones to float32 rounding (eager execution, or
+    static shapes, can select other kernels; after a few Meta-GNA steps with large learned
+    step scales that reaches 1e-4 in probability).
+
+    The inner learning rate is an input of the traced graph (``inner_lr``, default the
+    trained one), so a test-time rate never meets a graph traced for another.
     """
 
-    def __init__(self, model, steps: int):
-        self.model = model
-        self.steps = int(steps)
+    def __init__(self, model, steps: int | None = None, inner_lr: float | None = None):
         config = model.config
+        self.model = model
+        self.steps = config.inner_steps_test if steps is None else int(steps)
+        if self.steps < 0:
+            raise ValueError(f"inner steps must be at least 0, got {self.steps}")
+        self.inner_lr = config.inner_lr if inner_lr is None else float(inner_lr)
+        if not self.inner_lr > 0:
+            raise ValueError(f"inner learning rate must be positive, got {self.inner_lr}")
         shape = [None, config.image_size, config.image_size, config.channels]
-        images = tf.TensorSpec(shape, tf.uint8)
-        self.adapt = tf.function(self._adapt, jit_compile=False, input_signature=[
-            images, tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32)])
+        self._images = tf.TensorSpec(shape, tf.uint8)
+        self._adapt_fn = tf.function(self._adapt, jit_compile=False, input_signature=[
+            self._images, tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([], config.dtype)])
         self._classify_fn = tf.function(self._classify, jit_compile=False, reduce_retracing=True)
 
-    def _adapt(self, support_x, support_y, num_classes) -> Adaptation:
-        return self.model.adapt(to_model_input(support_x, self.model.config.dtype), support_y,
-                                self.steps, ways=num_classes)
+    def _adapt(self, support_x, support_y, num_classes, inner_lr) -> Adaptation:
+        model = self.model
+        return model.adapt(to_model_input(support_x, model.config.dtype)[None], support_y[None],
+                           self.steps, ways=num_classes, inner_lr=inner_lr).task(0)
 
     def _classify(self, adaptation: Adaptation, images):
-        return tf.nn.softmax(self.model.classify(adaptation,
-                                                 to_model_input(images, self.model.config.dtype)))
+        one = Adaptation.of_one_task(adaptation)
+        images = to_model_input(images, self.model.config.dtype)[None]
+        return tf.nn.softmax(self.model.classify(one, images)[0])
+
+    def adapt(self, support_x, support_y, num_classes: int | None = None) -> Adaptation:
+        """Adapt to uint8 support images with labels ``0..num_classes-1`` (one task)."""
+        support_y = np.asarray(support_y, np.int32)
+        num_classes = int(num_classes or support_y.max() + 1)
+        return self._adapt_fn(tf.constant(support_x, tf.uint8), tf.constant(support_y),
+                              tf.constant(num_classes),
+                              tf.constant(self.inner_lr, self.model.config.dtype))
 
     def classify(self, adaptation: Adaptation, images) -> np.ndarray:
-        images = tf.ensure_shape(tf.convert_to_tensor(images, tf.uint8),
-                                 self.adapt.input_signature[0].shape)
+        """Class probabilities of uint8 images under an adaptation."""
+        images = tf.ensure_shape(tf.convert_to_tensor(images, tf.uint8), self._images.shape)
         return self._classify_fn(adaptation, images).numpy()
 
-
-_PREDICTORS: OrderedDict[tuple[int, int], Predictor] = OrderedDict()
-_CACHE_SIZE = 8
-
-
-def predictor(model, steps: int) -> Predictor:
-    """The ``Predictor`` of ``model`` at ``steps`` inner steps (the last few are cached)."""
-    key = (id(model), int(steps))
-    if key not in _PREDICTORS or _PREDICTORS[key].model is not model:
-        _PREDICTORS[key] = Predictor(model, steps)
-        while len(_PREDICTORS) > _CACHE_SIZE:
-            _PREDICTORS.popitem(last=False)
-    _PREDICTORS.move_to_end(key)
-    return _PREDICTORS[key]
-
-
-def adapt_to_support(model, support_x, support_y, steps: int, num_classes: int | None = None
-                     ) -> Adaptation:
-    """Adapt to uint8 support images with labels ``0..num_classes-1``."""
-    support_y = np.asarray(support_y, np.int32)
-    num_classes = int(num_classes or support_y.max() + 1)
-    return predictor(model, steps).adapt(tf.constant(support_x, tf.uint8),
-                                         tf.constant(support_y), tf.constant(num_classes))
-
-
-def classify_images(model, adaptation: Adaptation, images, steps: int | None = None) -> np.ndarray:
-    """Class probabilities of uint8 images under an adaptation."""
-    steps = model.config.inner_steps_test if steps is None else steps
-    return predictor(model, steps).classify(adaptation, images)
-
-
-def predict(model, support_x, support_y, query_x, steps: int) -> np.ndarray:
-    """Class probabilities of ``query_x`` (uint8 images) after adapting to the support set."""
-    adaptation = adapt_to_support(model, support_x, support_y, steps)
-    return classify_images(model, adaptation, query_x, steps)
+    def predict(self, support_x, support_y, query_x) -> np.ndarray:
+        """Class probabilities of ``query_x`` (uint8 images) after adapting to the support set."""
+        return self.classify(self.adapt(support_x, support_y), query_x)
 
 
 def prediction_json(classes: Sequence[str], files: Sequence, probabilities, inner_steps: int
@@ -160,6 +148,6 @@ def predict_folder(workdir, support_dir, query_paths, inner_steps=None,
     classes, support_x, support_y = read_support(support_dir, options)
     files = expand_queries(query_paths)
     query_x = np.stack([load_image(p, **options) for p in files])
-    steps = model.config.inner_steps_test if inner_steps is None else inner_steps
-    probs = predict(model, support_x, support_y, query_x, steps)
-    return prediction_json(classes, files, probs, steps)
+    predictor = Predictor(model, inner_steps)
+    probs = predictor.predict(support_x, support_y, query_x)
+    return prediction_json(classes, files, probs, predictor.steps)

@@ -30,7 +30,7 @@ from pathlib import Path
 import keras_tuner
 import numpy as np
 
-from metagna_tf.config import ARBITER_KEYS, STEP_SIZE_KEYS, Config
+from metagna_tf.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,11 @@ def load_space(path: str | Path | None, algorithm: str) -> dict[str, dict]:
                 space.pop(key, None)
             else:
                 space[key] = value
-    if algorithm not in ("metagna",):
-        dropped = sorted(k for k in space if k in ARBITER_KEYS)
-        if dropped and algorithm != "maml_lslr":
-            log.info("%s: %s has no Arbiter; not searching %s", source, algorithm, dropped)
-        keep = set(STEP_SIZE_KEYS) if algorithm == "maml_lslr" else set()
-        space = {k: v for k, v in space.items() if k not in ARBITER_KEYS or k in keep}
+    inert = Config(algorithm=algorithm).inert_keys  # algorithms/table.py
+    dropped = sorted(k for k in space if k in inert)
+    if dropped:
+        log.info("%s: %s does not read %s; not searching them", source, algorithm, dropped)
+    space = {k: v for k, v in space.items() if k not in inert}
     fields = {f.name: f for f in dataclasses.fields(Config)}
     for key, spec in space.items():
         check_entry(key, spec, fields, source)

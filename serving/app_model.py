@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from metagna_tf.algorithms import algorithm
 from metagna_tf.algorithms.inner_loop import Adaptation
 from metagna_tf.config import Config
 from metagna_tf.models.conv4 import BLOCKS, Conv4Spec
@@ -61,7 +62,7 @@ class AppModel(abc.ABC):
 
     @property
     def has_scales(self) -> bool:
-        return self.config.algorithm in ("metagna", "maml_lslr")
+        return algorithm(self.config.algorithm).scale_network is not None
 
     # ---- loading --------------------------------------------------------------------------
     @staticmethod
@@ -117,9 +118,7 @@ class _WorkdirModel(AppModel):
         self.predictor = Predictor(model, inner_steps)
 
     def adapt(self, class_names, support_x, support_y) -> AdaptedState:
-        adaptation = self.predictor.adapt(tf.constant(support_x, tf.uint8),
-                                          tf.constant(support_y, tf.int32),
-                                          tf.constant(len(class_names), tf.int32))
+        adaptation = self.predictor.adapt(support_x, support_y, len(class_names))
         support_probabilities = self.predictor.classify(adaptation, support_x)
         return AdaptedState(list(class_names), [f.numpy() for f in adaptation.fast],
                             [(m.numpy(), v.numpy()) for m, v in adaptation.stats],

@@ -30,12 +30,13 @@ def adapted_classifier(model, class_names, support_x, support_y, inner_steps: in
                        source: dict | None = None):
     """Adapt ``model`` (a MetaLearner) to uint8 support images -> ``AdaptedClassifier``."""
     from metagna_tf.data import image_options
-    from metagna_tf.prediction import adapt_to_support
+    from metagna_tf.prediction import Predictor
     from serving.adapted import AdaptedClassifier
 
     config = model.config
-    steps = config.inner_steps_test if inner_steps is None else inner_steps
-    adaptation = adapt_to_support(model, support_x, support_y, steps, len(class_names))
+    predictor = Predictor(model, inner_steps)
+    steps = predictor.steps
+    adaptation = predictor.adapt(support_x, support_y, len(class_names))
     options = image_options(config)
     info = {"image_size": options["size"], "channels": options["channels"],
             "invert": options["invert"], "algorithm": config.algorithm, "inner_steps": steps,

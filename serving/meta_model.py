@@ -27,7 +27,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from metagna_tf.algorithms import make_update_rule
-from metagna_tf.algorithms.inner_loop import adapt, classify
+from metagna_tf.algorithms.inner_loop import Adaptation, adapt, classify
 from metagna_tf.models.conv4 import BLOCKS
 from metagna_tf.preprocessing import to_model_input
 
@@ -114,16 +114,18 @@ class MetaModelModule(tf.Module):
         return support_x, support_labels
 
     def _adapt(self, support_images, support_labels, num_classes):
+        """One task's ``Adaptation``, without the task axis (``Adaptation.task``)."""
         support_x, support_labels = self._support(support_images, support_labels, num_classes)
         params = [tf.convert_to_tensor(p) for p in self.backbone_params]
-        return adapt(self._spec, params, support_x, support_labels, num_classes,
-                     steps=self.inner_steps, update=self._update)
+        return adapt(self._spec, params, support_x[None], support_labels[None], num_classes,
+                     steps=self.inner_steps, update=self._update).task(0)
 
     def _classify(self, fast, stats, images):
         tf.debugging.assert_equal(tf.shape(fast[-2])[1], tf.shape(fast[-1])[0],
                                   message="head_kernel and head_bias disagree on the number of "
                                           "classes")
-        logits = classify(self._spec, fast, stats, self._images(images, "images"))
+        one = Adaptation.of_one_task(Adaptation(fast, stats, tf.zeros([0, 0]), tf.zeros([0])))
+        logits = classify(self._spec, one.fast, one.stats, self._images(images, "images")[None])[0]
         return {"probabilities": tf.nn.softmax(logits), "logits": logits}
 
     # ---- signatures ---------------------------------------------------------------------

@@ -58,6 +58,12 @@ def test_a_saved_config_without_a_later_key_keeps_the_value_it_was_made_with(tmp
     (tmp_path / "config.json").write_text(json.dumps(saved))
     assert read_config(tmp_path).arbiter_bound == "clip"
     assert Config.from_saved({**saved, "arbiter_bound": "tanh"}).arbiter_bound == "tanh"
+    # an old run's model (its Keras config, as a .keras file or a checkpoint holds it) builds
+    # its Arbiter with the bound it was trained with: Config.from_saved is the one place
+    from metagna_tf.algorithms.maml import MetaLearner
+
+    old_model = MetaLearner.from_config({"config": {**saved, "arbiter_hidden": 8}})
+    assert old_model.arbiter.bound == "clip"
     partial = tmp_path / "partial.json"  # a --config file of overrides takes today's defaults
     partial.write_text('{"ways": 3}')
     assert load_config(str(partial)).arbiter_bound == "tanh"

@@ -11,6 +11,7 @@ from metagna_tf.algorithms.gna import GNAUpdate, per_sample_norms
 from metagna_tf.algorithms.inner_loop import (
     classify,
     frozen_stats_sample_norms,
+    head_logits,
     init_fast_weights,
     per_sample_losses,
     support_gradients,
@@ -20,13 +21,15 @@ from tests.conftest import random_episode, tiny_config
 
 
 def task(data, i=0):
-    return tuple(tf.constant(data[k][i]) for k in ("support_x", "support_y", "query_x", "query_y"))
+    """Episode ``i`` as a batch of one task (every tensor keeps the task axis, T = 1)."""
+    return tuple(tf.constant(data[k][i:i + 1])
+                 for k in ("support_x", "support_y", "query_x", "query_y"))
 
 
 def meta_loss(model, data):
     loss, _, _ = model.task_outputs(*task(data), steps=model.config.inner_steps,
                                     first_order=model.config.first_order)
-    return float(loss)
+    return float(loss[0])
 
 
 def randomize_arbiter(model, seed=1):
@@ -159,20 +162,20 @@ def test_frozen_stats_sample_norms_match_a_loop(downsample):
     sx, sy, _, _ = task(random_episode(config, seed=12))
     theta = [tf.convert_to_tensor(p.value) for p in model.backbone.params]
     fast = init_fast_weights(model.backbone, theta, sx, sy, config.ways)
-    norms = frozen_stats_sample_norms(model.backbone, fast, sx, sy).numpy()  # (tensors, n)
-    assert norms.shape == (len(model.tensor_names), int(sx.shape[0]))
+    norms = frozen_stats_sample_norms(model.backbone, fast, sx, sy).numpy()[0]  # (tensors, n)
+    assert norms.shape == (len(model.tensor_names), int(sx.shape[1]))
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(fast)
         features = model.backbone.forward(fast[:-2], sx, freeze_stats=True)
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=sy, logits=tf.matmul(features, fast[-2]) + fast[-1])
-        rows = [losses[i] for i in range(int(sx.shape[0]))]
+            labels=sy, logits=head_logits(features, fast))
+        rows = [losses[0, i] for i in range(int(sx.shape[1]))]
     for i, loss_i in enumerate(rows):
         expected = [float(tf.norm(tf.reshape(g, [-1]))) for g in tape.gradient(loss_i, fast)]
         np.testing.assert_allclose(norms[:, i], expected, rtol=1e-9, atol=1e-12)
     # they differ from the gradients through the statistics (the Jacobian definition)
     _, _, coupled = support_gradients(model.backbone, fast, sx, sy, per_sample=True)
-    assert not np.allclose(per_sample_norms(coupled).numpy(), norms, rtol=1e-3)
+    assert not np.allclose(per_sample_norms(coupled).numpy()[0], norms, rtol=1e-3)
 
 
 def test_per_sample_gradient_norms_match_a_loop():
@@ -182,11 +185,11 @@ def test_per_sample_gradient_norms_match_a_loop():
     theta = [tf.convert_to_tensor(p.value) for p in model.backbone.params]
     fast = init_fast_weights(model.backbone, theta, sx, sy, config.ways)
     losses, _, sample_grads = support_gradients(model.backbone, fast, sx, sy, per_sample=True)
-    norms = per_sample_norms(sample_grads).numpy()  # (tensors, n)
-    for i in range(int(losses.shape[0])):
+    norms = per_sample_norms(sample_grads).numpy()[0]  # (tensors, n)
+    for i in range(int(losses.shape[1])):
         with tf.GradientTape() as tape:
             tape.watch(fast)
-            loss_i = per_sample_losses(model.backbone, fast, sx, sy)[i]
+            loss_i = per_sample_losses(model.backbone, fast, sx, sy)[0, i]
         grads = tape.gradient(loss_i, fast)
         expected = [float(tf.norm(tf.reshape(g, [-1]))) for g in grads]
         np.testing.assert_allclose(norms[:, i], expected, rtol=1e-4, atol=1e-7)
@@ -223,8 +226,8 @@ def test_adapting_lowers_the_support_loss(algorithm):
     after = float(tf.reduce_mean(per_sample_losses(model.backbone, adapted.fast, sx, sy)))
     assert after < before
     # the reported trace: the loss before each step and after the last
-    trace = adapted.support_losses.numpy()
-    assert trace.shape == (6,) and adapted.scales.shape == (5, len(model.tensor_names))
+    trace = adapted.support_losses.numpy()[0]
+    assert trace.shape == (6,) and adapted.scales.shape == (1, 5, len(model.tensor_names))
     np.testing.assert_allclose([trace[0], trace[-1]], [before, after], rtol=1e-5)
 
 
@@ -238,7 +241,7 @@ def test_prototype_head_gives_backbone_gradients_at_the_first_step():
     for name, g in zip(model.tensor_names, grads, strict=True):
         assert float(tf.norm(tf.reshape(g, [-1]))) > 0, name
     # the trap it avoids: with a zero head every backbone gradient is exactly zero
-    zero_head = theta + [tf.zeros_like(fast[-2]), tf.zeros_like(fast[-1])]
+    zero_head = fast[:-2] + [tf.zeros_like(fast[-2]), tf.zeros_like(fast[-1])]
     _, grads, _ = support_gradients(model.backbone, zero_head, sx, sy)
     for g in grads[:-2]:
         assert float(tf.reduce_max(tf.abs(g))) == 0.0
@@ -250,9 +253,9 @@ def test_query_prediction_is_the_same_alone_and_in_a_batch():
     sx, sy, qx, _ = task(random_episode(config, seed=10))
     adapted = model.adapt(sx, sy, steps=2)
     batch = model.classify(adapted, qx).numpy()
-    for i in range(int(qx.shape[0])):
-        alone = model.classify(adapted, qx[i:i + 1]).numpy()
-        np.testing.assert_allclose(alone[0], batch[i], rtol=1e-5, atol=1e-6)
+    for i in range(int(qx.shape[1])):
+        alone = model.classify(adapted, qx[:, i:i + 1]).numpy()
+        np.testing.assert_allclose(alone[0, 0], batch[0, i], rtol=1e-5, atol=1e-6)
 
 
 def test_sample_direction_runs_and_gives_finite_meta_gradients():

@@ -18,7 +18,7 @@ from ai_edge_litert.interpreter import Interpreter
 from metagna_tf.checkpoints import load_trained
 from metagna_tf.data import image_options
 from metagna_tf.data.images import load_image
-from metagna_tf.prediction import adapt_to_support, classify_images, read_support
+from metagna_tf.prediction import Predictor, read_support
 from serving.adapted import read_onnx_metadata
 from serving.export_adapted import adapted_classifier, write_formats
 from serving.versions import read_info
@@ -57,8 +57,7 @@ def tflite_probabilities(path, images):
 def test_folded_classifier_equals_the_adapted_model(setup, written):
     model, _, sx, sy, qx = setup
     classifier, _, _ = written
-    adaptation = adapt_to_support(model, sx, sy, model.config.inner_steps_test)
-    expected = classify_images(model, adaptation, qx)
+    expected = Predictor(model).predict(sx, sy, qx)
     np.testing.assert_allclose(classifier.probabilities(qx).numpy(), expected, atol=1e-5)
 
 

@@ -17,7 +17,7 @@ from metagna_tf.algorithms.maml import MetaLearner
 from metagna_tf.checkpoints import load_trained
 from metagna_tf.data import image_options
 from metagna_tf.data.images import load_image
-from metagna_tf.prediction import adapt_to_support, predict, read_support
+from metagna_tf.prediction import Predictor, read_support
 from serving.export import export_meta_model
 from serving.tf1_loader import LoadedModel
 from serving.versions import read_info
@@ -82,13 +82,13 @@ def test_every_signature_after_reload_matches_the_library(exported, model, task)
     loaded = tf.saved_model.load(str(exported))
     sig = loaded.signatures
     assert set(sig) == {"serving_default", "adapt_and_predict", "adapt", "classify"}
-    expected = predict(model, sx, sy, qx, steps=3)
+    expected = Predictor(model, 3).predict(sx, sy, qx)
     args = dict(support_images=tf.constant(sx), support_labels=tf.constant(sy),
                 num_classes=tf.constant(len(classes)))
     out = sig["adapt_and_predict"](**args, query_images=tf.constant(qx))
     np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)
     np.testing.assert_allclose(tf.nn.softmax(out["logits"]).numpy(), expected, atol=1e-5)
-    adapted = adapt_to_support(model, sx, sy, 3)
+    adapted = Predictor(model, 3).adapt(sx, sy)
     np.testing.assert_allclose(out["support_loss"].numpy(), adapted.support_losses.numpy(),
                                rtol=1e-5)
     assert out["arbiter_scales"].shape == (3, len(model.tensor_names))
@@ -102,7 +102,7 @@ def test_every_signature_after_reload_matches_the_library(exported, model, task)
     assert sorted(weights) == sorted(expected_names)
     for half in (qx[:7], qx[7:]):
         got = sig["classify"](**weights, images=tf.constant(half))["probabilities"].numpy()
-        np.testing.assert_allclose(got, predict(model, sx, sy, half, steps=3), atol=1e-5)
+        np.testing.assert_allclose(got, Predictor(model, 3).predict(sx, sy, half), atol=1e-5)
 
 
 def test_any_number_of_classes_and_shots(exported, model, task):
@@ -114,7 +114,7 @@ def test_any_number_of_classes_and_shots(exported, model, task):
         num_classes=tf.constant(3), query_images=tf.constant(qx[:4]))
     assert out["probabilities"].shape == (4, 3)
     np.testing.assert_allclose(out["probabilities"].numpy(),
-                               predict(model, sx[keep], sy[keep], qx[:4], steps=3), atol=1e-5)
+                               Predictor(model, 3).predict(sx[keep], sy[keep], qx[:4]), atol=1e-5)
 
 
 def test_maml_export_reports_unit_scales(tmp_path):
@@ -149,7 +149,7 @@ def test_saved_model_cli_show_and_run(exported, model, task, tmp_path):
                     "--outdir", out_dir],
                    capture_output=True, text=True, timeout=300, check=True)
     probabilities = np.load(out_dir / "probabilities.npy")
-    np.testing.assert_allclose(probabilities, predict(model, sx, sy, qx, steps=3), atol=1e-5)
+    np.testing.assert_allclose(probabilities, Predictor(model, 3).predict(sx, sy, qx), atol=1e-5)
 
 
 def test_client_body_through_the_tf1_loader_gives_predict(exported, trained_workdir,
@@ -216,7 +216,7 @@ def test_bad_input_is_named_and_the_model_keeps_serving(case, tf1_model, model, 
         tf1_model.run("adapt_and_predict", inputs)
     good = {"support_images": sx, "support_labels": sy, "num_classes": 5, "query_images": qx}
     out = tf1_model.run("adapt_and_predict", good)
-    np.testing.assert_allclose(out["probabilities"], predict(model, sx, sy, qx, steps=3),
+    np.testing.assert_allclose(out["probabilities"], Predictor(model, 3).predict(sx, sy, qx),
                                atol=1e-5)
 
 

@@ -18,15 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from metagna_tf.algorithms import algorithm  # noqa: E402
 from metagna_tf.algorithms.inner_loop import adapt, frozen_stats_sample_norms  # noqa: E402
 from metagna_tf.checkpoints import load_trained  # noqa: E402
 from metagna_tf.data import EpisodeSampler, EpisodeSpec, load_pool  # noqa: E402
@@ -35,27 +34,27 @@ from metagna_tf.preprocessing import to_model_input  # noqa: E402
 
 
 def trace_episode(model, sx, sy, steps: int) -> list[dict]:
-    """One episode's inner loop, recorded step by step (eager)."""
+    """One episode's inner loop (a batch of one task), recorded step by step (eager)."""
     config = model.config
-    x = to_model_input(sx, config.dtype)
-    y = tf.constant(sy)
+    x = to_model_input(sx, config.dtype)[None]
+    y = tf.constant(sy)[None]
     records = []
 
     def observe(step, fast, losses, grads, scales):
-        per_sample = frozen_stats_sample_norms(model.backbone, fast, x, y).numpy()  # (T, n)
+        # every tensor has the task axis of one task: [0] drops it
+        per_sample = frozen_stats_sample_norms(model.backbone, fast, x, y).numpy()[0]  # (L, n)
         mean_grad = np.sqrt(sum(float(tf.reduce_sum(tf.square(g))) for g in grads))
         sample_total = np.sqrt((per_sample ** 2).sum(axis=0))  # (n,)
         records.append({
-            "step": step, "losses": losses.numpy(), "grad_norms": np.array(
+            "step": step, "losses": losses.numpy()[0], "grad_norms": np.array(
                 [float(tf.norm(tf.reshape(g, [-1]))) for g in grads]),
             "mean_grad_norm": mean_grad, "sample_grad_norms": sample_total,
             "ratio": mean_grad / max(float(sample_total.mean()), 1e-30),
-            "scales": scales.numpy()})
+            "scales": scales.numpy()[0]})
 
-    params = [tf.convert_to_tensor(p.value) for p in model.backbone.params]
-    adapted = adapt(model.backbone, params, x, y, int(sy.max()) + 1, steps=steps,
+    adapted = adapt(model.backbone, model.theta(), x, y, int(sy.max()) + 1, steps=steps,
                     update=model.update_rule, observe=observe)
-    final = adapted.support_losses.numpy()[-1]
+    final = adapted.support_losses.numpy()[0, -1]
     records.append({"step": steps, "final_mean_loss": float(final)})
     return records
 
@@ -119,7 +118,7 @@ def plot(results: list[dict], traces: dict, path: Path, title: str) -> None:
         axes[1].plot(steps, [s["ratio_mean_grad_to_sample_grads"] for s in res["steps"]], "o-",
                      label=name)
         axes[2].plot(steps, [s["loss_max_over_mean"] for s in res["steps"]], "o-", label=name)
-        if res["algorithm"] in ("metagna", "maml_lslr"):
+        if algorithm(res["algorithm"]).scale_network is not None:
             scales = np.stack([r["scales"] for r in first])
             grads = np.stack([r["grad_norms"] for r in first])
             axes[3].scatter(np.log10(np.maximum(grads, 1e-30)).ravel(), scales.ravel(), s=4,

@@ -33,7 +33,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 SHAPES = {
     "omniglot_5w1s": {"preset": "omniglot_5w1s", "meta_batch_size": 32},

@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -60,7 +59,7 @@ def episode(config: Config, rng, ways=5, shots=5, queries=15):
 
 
 def bench_meta_model(model, repeats: int, tmp: Path) -> dict:
-    from metagna_tf.prediction import predictor
+    from metagna_tf.prediction import Predictor
     from serving.export import export_meta_model
     from serving.tf1_loader import LoadedModel
 
@@ -70,10 +69,10 @@ def bench_meta_model(model, repeats: int, tmp: Path) -> dict:
     path = export_meta_model(model, tmp / config.dataset)
     served = LoadedModel(str(path))
     inputs = {"support_images": sx, "support_labels": sy, "num_classes": 5, "query_images": qx}
-    fast = predictor(model, steps)
+    fast = Predictor(model, steps)
 
     def in_process():
-        adaptation = fast.adapt(tf.constant(sx), tf.constant(sy), tf.constant(5))
+        adaptation = fast.adapt(sx, sy, 5)
         return fast.classify(adaptation, qx)
 
     out = {"inner_steps": steps,

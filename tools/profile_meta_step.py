@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def op_type(event_name: str) -> str | None:

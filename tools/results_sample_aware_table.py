@@ -20,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from metagna_tf.metrics import paired_difference  # noqa: E402
 
 SETTINGS = [("5w1s", "5-way 1-shot"), ("5w5s", "5-way 5-shot"),

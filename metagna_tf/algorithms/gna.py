@@ -10,6 +10,8 @@ For inner step ``j`` and weight tensor ``l`` (support samples ``i = 1..n``)::
     a[l, j]  = Arbiter(f[l, j], step j, tensor l)           # = 1 at initialization
     theta[l] <- theta[l] - inner_lr * a[l, j] * |g[l]| * d[l]
 
+for every task of the meta-batch at once (every tensor has a leading task axis ``T``).
+
 With ``a = 1`` this is MAML's step exactly. ``gna_normalize_only`` (the
 paper's first component alone) uses ``theta[l] <- theta[l] - inner_lr * d[l]``.
 ``direction="sample"`` replaces ``d`` by ``normalize(mean_i normalize(g_i[l]))``.
@@ -25,23 +27,30 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from metagna_tf.algorithms.inner_loop import scale_dtype
+from metagna_tf.algorithms.inner_loop import as_dtype, scale_dtype
 from metagna_tf.arbiter import NUM_FEATURES
 
 EPS = 1e-12
 
 
 def normalize(v, eps: float = EPS):
-    """``(v / max(|v|, eps), |v|)``, smooth, exact unit norm when ``|v| > eps``, no NaN at 0."""
+    """Each task's ``v`` [T, *shape] scaled to unit norm, and its norm [T]: smooth, exact unit
+    norm when ``|v| > eps``, no NaN at 0 (the sum of squares in float32 for low precision)."""
+    axes = list(range(1, len(v.shape)))
     v32 = tf.cast(v, tf.float32) if v.dtype in (tf.bfloat16, tf.float16) else v
-    sq = tf.reduce_sum(tf.square(v32))
+    sq = tf.reduce_sum(tf.square(v32), axis=axes)  # [T]
     inv = tf.math.rsqrt(tf.maximum(sq, eps * eps))
-    return v * tf.cast(inv, v.dtype), tf.cast(sq * inv, v.dtype)
+    return v * tf.cast(per_task(inv, v), v.dtype), tf.cast(sq * inv, v.dtype)
+
+
+def per_task(values, like):
+    """[T] values shaped to broadcast against ``like`` [T, *shape]."""
+    return tf.reshape(values, [-1] + [1] * (len(like.shape) - 1))
 
 
 def sample_unit_vectors(sample_grads, eps: float = EPS):
-    """Each row of ``[n, *shape]`` per-sample gradients scaled to unit norm."""
-    axes = list(range(1, len(sample_grads.shape)))
+    """Each sample's gradient of ``[T, n, *shape]`` per-sample gradients scaled to unit norm."""
+    axes = list(range(2, len(sample_grads.shape)))
     sq = tf.reduce_sum(tf.square(sample_grads), axis=axes, keepdims=True)
     return sample_grads * tf.math.rsqrt(tf.maximum(sq, eps * eps))
 
@@ -51,37 +60,42 @@ def safe_log(x):
 
 
 def per_sample_norms(sample_grads):
-    """``(num_tensors, n)`` per-sample gradient norms from ``[n, *shape]`` gradients."""
+    """``[T, num_tensors, n]`` per-sample gradient norms from ``[T, n, *shape]`` gradients."""
     return tf.stack([
-        tf.sqrt(tf.reduce_sum(tf.square(tf.reshape(g, [tf.shape(g)[0], -1])), axis=-1))
-        for g in sample_grads])
+        tf.sqrt(tf.reduce_sum(tf.square(tf.reshape(g, [tf.shape(g)[0], tf.shape(g)[1], -1])),
+                              axis=-1))
+        for g in sample_grads], axis=1)
 
 
 def arbiter_features(params, grad_norms, losses, sample_norms):
-    """The ``(num_tensors, NUM_FEATURES)`` sample-aware features (constants)."""
+    """The ``[T, num_tensors, NUM_FEATURES]`` sample-aware features (constants).
+
+    ``grad_norms`` [T, L] norms of each task's mean gradient, ``losses`` [T, n] per-sample
+    losses, ``sample_norms`` [T, L, n] per-sample gradient norms.
+    """
     num = len(params)
     dtype = losses.dtype  # float32 also when the fast weights are bfloat16/float16
-    weight_norms = tf.stack([tf.norm(tf.cast(tf.reshape(p, [-1]), dtype)) for p in params])
+    weight_norms = tf.stack([tf.norm(tf.cast(tf.reshape(p, [tf.shape(p)[0], -1]), dtype),
+                                     axis=-1) for p in params], axis=1)  # [T, L]
     grad_norms = tf.cast(grad_norms, dtype)
-    loss_stats = tf.stack([tf.reduce_mean(losses), tf.math.reduce_std(losses),
-                           tf.reduce_max(losses)])
-    log_sample = safe_log(sample_norms)
+    loss_stats = tf.stack([tf.reduce_mean(losses, -1), tf.math.reduce_std(losses, -1),
+                           tf.reduce_max(losses, -1)], axis=-1)  # [T, 3]
+    log_sample = safe_log(tf.cast(sample_norms, dtype))  # [T, L, n]
+    tasks = tf.shape(losses)[0]
     features = tf.concat([
-        safe_log(grad_norms)[:, None],
-        safe_log(weight_norms)[:, None],
-        tf.broadcast_to(loss_stats[None, :], [num, 3]),
-        tf.reduce_mean(log_sample, axis=1, keepdims=True),
-        tf.math.reduce_std(log_sample, axis=1, keepdims=True),
-        tf.reduce_max(log_sample, axis=1, keepdims=True),
-    ], axis=1)
-    tf.debugging.assert_equal(tf.shape(features)[1], NUM_FEATURES)
+        safe_log(grad_norms)[..., None], safe_log(weight_norms)[..., None],
+        tf.broadcast_to(loss_stats[:, None, :], [tasks, num, 3]),
+        tf.reduce_mean(log_sample, -1, keepdims=True),
+        tf.math.reduce_std(log_sample, -1, keepdims=True),
+        tf.reduce_max(log_sample, -1, keepdims=True)], axis=-1)
+    tf.debugging.assert_equal(tf.shape(features)[-1], NUM_FEATURES)
     return tf.stop_gradient(features)
 
 
 class GNAUpdate:
-    """The Meta-GNA inner step (``arbiter=None``: the normalize-only ablation)."""
+    """The Meta-GNA inner step for ``T`` tasks (``arbiter=None``: the normalize-only ablation)."""
 
-    def __init__(self, inner_lr: float, arbiter=None, direction: str = "mean",
+    def __init__(self, inner_lr, arbiter=None, direction: str = "mean",
                  sample_grads: str = "frozen_stats"):
         if direction not in ("mean", "sample"):
             raise ValueError(f"GNAUpdate: direction must be 'mean' or 'sample', got {direction!r}")
@@ -102,24 +116,27 @@ class GNAUpdate:
         del step
         if sample_norms is None:
             sample_norms = per_sample_norms([tf.stop_gradient(g) for g in sample_grads])
-        return arbiter_features(params, tf.stack(norms), losses, sample_norms)
+        return arbiter_features(params, tf.stack(norms, axis=1), losses, sample_norms)
 
     def __call__(self, *, step, params, grads, losses, sample_grads, sample_norms=None):
         units, norms = zip(*(normalize(g) for g in grads), strict=True)
         if self.direction == "sample":
             # every support sample an equal vote; second order flows through g_i
-            units = [normalize(tf.reduce_mean(sample_unit_vectors(g_i), axis=0))[0]
+            units = [normalize(tf.reduce_mean(sample_unit_vectors(g_i), axis=1))[0]
                      for g_i in sample_grads]
+        tasks = tf.shape(losses)[0]
         if self.arbiter is None:
-            new = [p - self.inner_lr * d for p, d in zip(params, units, strict=True)]
-            return new, tf.ones([len(params)], dtype=scale_dtype(params))
+            new = [p - as_dtype(self.inner_lr, p.dtype) * d
+                   for p, d in zip(params, units, strict=True)]
+            return new, tf.ones([tasks, len(params)], dtype=scale_dtype(params))
         # a feature-free scale (LSLR, the embeddings-only Arbiter) computes no features
-        features = tf.zeros([len(params), NUM_FEATURES], params[0].dtype)
+        features = tf.zeros([tasks, len(params), NUM_FEATURES], scale_dtype(params))
         if self.uses_features:
             features = self.features(step=step, params=params, norms=norms, losses=losses,
                                      sample_grads=sample_grads, sample_norms=sample_norms)
         scales = tf.cast(self.arbiter(features, step=step), scale_dtype(params))
+        scales = tf.broadcast_to(scales, [tasks, len(params)])  # LSLR gives one row [L]
         applied = tf.cast(scales, params[0].dtype)
-        new = [p - self.inner_lr * applied[i] * norms[i] * units[i]
-               for i, p in enumerate(params)]
+        new = [p - as_dtype(self.inner_lr, p.dtype) * per_task(applied[:, i] * norms[i], p)
+               * units[i] for i, p in enumerate(params)]
         return new, scales

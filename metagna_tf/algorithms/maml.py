@@ -19,13 +19,13 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from metagna_tf.algorithms import batched, make_scale_network, make_update_rule
+from metagna_tf.algorithms import make_scale_network, make_update_rule
 from metagna_tf.algorithms.inner_loop import (
     Adaptation,
     adapt,
     classify,
-    query_logits,
     recomputed_meta_gradients,
+    task_outputs,
 )
 from metagna_tf.config import Config
 from metagna_tf.models import build_backbone
@@ -77,51 +77,52 @@ class MetaLearner(keras.Model):
                                    for n in self.tensor_names]
         self.built = True
 
-    def set_inner_lr(self, inner_lr: float) -> None:
-        """Take inner steps with ``inner_lr`` from now on (a test-time choice; the Arbiter's
-        or the learned step sizes' scales multiply it as in training)."""
-        if not inner_lr > 0:
-            raise ValueError(f"inner learning rate must be positive, got {inner_lr}")
-        self.config = self.config.replace(inner_lr=float(inner_lr))
-        self.update_rule = make_update_rule(self.config, self.arbiter)
+    # ---- the inner loop (inner_loop.py), T tasks at once -------------------------------
+    def update_for(self, inner_lr=None):
+        """The inner update rule, at the trained inner learning rate or at ``inner_lr`` (a
+        test-time choice, a number or a scalar tensor; the Arbiter's or the learned step
+        sizes' scales multiply it as in training)."""
+        if inner_lr is None:
+            return self.update_rule
+        return make_update_rule(self.config, self.arbiter, inner_lr=inner_lr)
 
-    # ---- one task -------------------------------------------------------------------
+    def theta(self):
+        """The meta-learned backbone tensors in the compute precision."""
+        return [tf.cast(p.value, self.config.compute_dtype) for p in self.backbone.params]
+
     def adapt(self, support_x, support_y, steps: int, first_order: bool = False,
-              ways=None, final_stats: bool = True) -> Adaptation:
-        """Adapt the meta-learned initialization to one support set (model-input images).
+              ways=None, inner_lr=None) -> Adaptation:
+        """Adapt the meta-learned initialization to ``T`` support sets ``support_x``
+        [T, n, H, W, C] (model input), ``support_y`` [T, n]; one task is ``T = 1``.
 
         ``ways`` (the number of classes) is read from the labels when None; pass it when
         known, as XLA needs it as a compile-time constant.
         """
-        dtype = self.config.compute_dtype
-        support_x = tf.cast(support_x, dtype)
         if ways is None:
             ways = tf.reduce_max(support_y) + 1
-        params = [tf.cast(p.value, dtype) for p in self.backbone.params]
-        return adapt(self.backbone, params, support_x, support_y, ways, steps=steps,
-                     update=self.update_rule, first_order=first_order, final_stats=final_stats)
+        return adapt(self.backbone.spec, self.theta(), tf.cast(support_x, self.config.compute_dtype),
+                     support_y, ways, steps=steps, update=self.update_for(inner_lr),
+                     first_order=first_order)
 
     def classify(self, adaptation: Adaptation, images):
-        """Logits of ``images`` (model input) under an adaptation (see ``inner_loop.classify``)."""
-        return classify(self.backbone, adaptation.fast, adaptation.stats,
+        """Logits [T, m, ways] of ``images`` [T, m, H, W, C] (model input) under an adaptation
+        (see ``inner_loop.classify``)."""
+        return classify(self.backbone.spec, adaptation.fast, adaptation.stats,
                         tf.cast(images, self.config.compute_dtype))
 
+    def layout_spec(self):
+        """The backbone's forward with the configured task layout (``Config.batching``)."""
+        return self.backbone.spec.with_layout(grouped=self.config.batching != "stacked")
+
     def task_outputs(self, support_x, support_y, query_x, query_y, steps: int,
-                     first_order: bool = False, ways: int | None = None):
-        """Query loss, query accuracy and mean scale per tensor for one episode."""
-        adaptation = self.adapt(support_x, support_y, steps, first_order, ways,
-                                final_stats=False)
+                     first_order: bool = False, ways: int | None = None, inner_lr=None):
+        """Per-task query loss [T], query accuracy [T] and mean scale per tensor [T, L]."""
         dtype = self.config.compute_dtype
-        logits = query_logits(self.backbone, adaptation.fast, tf.cast(support_x, dtype),
-                              tf.cast(query_x, dtype))
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=query_y, logits=logits))
-        correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=query_y.dtype), query_y),
-                          loss.dtype)
-        scales = adaptation.scales
-        mean_scales = (tf.reduce_mean(scales, axis=0) if steps > 0
-                       else tf.ones([len(self.tensor_names)], loss.dtype))
-        return loss, tf.reduce_mean(correct), mean_scales
+        if ways is None:
+            ways = tf.reduce_max(support_y) + 1
+        return task_outputs(self.layout_spec(), self.update_for(inner_lr), self.theta(),
+                            tf.cast(support_x, dtype), support_y, tf.cast(query_x, dtype),
+                            query_y, ways, steps=steps, first_order=first_order)
 
     def scale_loss(self, loss):
         """The loss scaled for float16 (``mixed_float16``); the optimizer unscales the gradients."""
@@ -130,50 +131,61 @@ class MetaLearner(keras.Model):
             return optimizer.scale_loss(loss)
         return loss
 
-    def recomputed_task_gradients(self, support_x, support_y, query_x, query_y):
-        """One task's (loss, accuracy, scales, gradients) with ``--inner-checkpointing``:
-        ``inner_loop.recomputed_meta_gradients`` (same values, less memory)."""
+    def task_gradients(self, support_x, support_y, query_x, query_y):
+        """``(losses [T], accuracies [T], scales [T, L], gradients of the summed query loss)``
+        for ``T`` tasks at once; with ``--inner-checkpointing`` each inner step is recomputed
+        in the backward pass (``inner_loop.recomputed_meta_gradients``: same values, less
+        memory)."""
         config = self.config
+        variables = self.trainable_variables
+        if not config.inner_checkpointing:
+            with tf.GradientTape() as tape:
+                losses, accs, scales = self.task_outputs(
+                    support_x, support_y, query_x, query_y, steps=config.inner_steps,
+                    first_order=config.first_order, ways=config.ways)
+                scaled = self.scale_loss(tf.reduce_sum(losses))
+            grads = tape.gradient(scaled, variables)
+            grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                     for v, g in zip(variables, grads, strict=True)]
+            return losses, accs, scales, grads
         dtype = config.compute_dtype
         scale_vars = list(self.arbiter.trainable_variables) if self.arbiter is not None else []
-        loss, acc, scales, theta_grads, scale_grads = recomputed_meta_gradients(
-            self.backbone, self.update_rule, self.backbone.params, scale_vars,
+        losses, accs, scales, theta_grads, scale_grads = recomputed_meta_gradients(
+            self.layout_spec(), self.update_rule, self.backbone.params, scale_vars,
             lambda v: tf.cast(v.value, dtype), tf.cast(support_x, dtype), support_y,
             tf.cast(query_x, dtype), query_y, config.ways, steps=config.inner_steps,
             first_order=config.first_order)
         by_var = {id(v): g for v, g in zip([*self.backbone.params, *scale_vars],
                                            [*theta_grads, *scale_grads], strict=True)}
-        grads = [by_var.get(id(v), tf.zeros_like(v)) for v in self.trainable_variables]
-        factor = self.scale_loss(tf.constant(1.0, loss.dtype))
-        grads = [tf.cast(g, v.dtype) * tf.cast(factor, v.dtype)
-                 for g, v in zip(grads, self.trainable_variables, strict=True)]
-        return loss, acc, tf.cast(scales, loss.dtype), grads
+        factor = self.scale_loss(tf.constant(1.0, losses.dtype))
+        grads = [tf.cast(by_var.get(id(v), tf.zeros_like(v)), v.dtype) * tf.cast(factor, v.dtype)
+                 for v in variables]
+        return losses, accs, scales, grads
 
     def meta_gradients(self, support_x, support_y, query_x, query_y):
-        """Mean query loss, accuracy, scales and meta-gradients over a meta-batch."""
+        """Mean query loss, accuracy, scales and meta-gradients over a meta-batch.
+
+        ``Config.batching`` picks the layout only: ``grouped``/``stacked`` adapt every task
+        at once; ``loop`` runs the same functions on one task at a time (``T = 1`` slices
+        in a ``tf.while_loop``), which is faster for few large tasks (tools/bench.py).
+        """
         config = self.config
-        if config.batching != "loop":
-            return batched.meta_gradients(self, config.batching == "grouped", support_x,
-                                          support_y, query_x, query_y)
-        variables = self.trainable_variables
         dtype = config.dtype
+        if config.batching != "loop":
+            losses, accs, scales, grads = self.task_gradients(support_x, support_y, query_x,
+                                                              query_y)
+            n = tf.cast(tf.shape(losses)[0], dtype)
+            return (tf.reduce_mean(losses), tf.reduce_mean(accs), tf.reduce_mean(scales, 0),
+                    [g / tf.cast(n, g.dtype) for g in grads])
+        variables = self.trainable_variables
         num_tasks = tf.shape(support_x)[0]
 
         def body(i, grads, loss_sum, acc_sum, scale_sum):
-            if config.inner_checkpointing:
-                loss, acc, scales, task_grads = self.recomputed_task_gradients(
-                    support_x[i], support_y[i], query_x[i], query_y[i])
-                grads = [a + g for a, g in zip(grads, task_grads, strict=True)]
-                return i + 1, grads, loss_sum + loss, acc_sum + acc, scale_sum + scales
-            with tf.GradientTape() as tape:
-                loss, acc, scales = self.task_outputs(
-                    support_x[i], support_y[i], query_x[i], query_y[i],
-                    steps=config.inner_steps, first_order=config.first_order, ways=config.ways)
-                scaled = self.scale_loss(loss)
-            task_grads = tape.gradient(scaled, variables)
-            grads = [a + (tf.zeros_like(a) if g is None else tf.convert_to_tensor(g))
-                     for a, g in zip(grads, task_grads, strict=True)]
-            return i + 1, grads, loss_sum + loss, acc_sum + acc, scale_sum + scales
+            one = [t[i][None] for t in (support_x, support_y, query_x, query_y)]
+            losses, accs, scales, task_grads = self.task_gradients(*one)
+            grads = [a + g for a, g in zip(grads, task_grads, strict=True)]
+            return (i + 1, grads, loss_sum + losses[0], acc_sum + accs[0],
+                    scale_sum + scales[0])
 
         zeros = [tf.zeros(v.shape, dtype=v.dtype) for v in variables]
         _, grads, loss_sum, acc_sum, scale_sum = tf.while_loop(
@@ -195,19 +207,20 @@ class MetaLearner(keras.Model):
         self.optimizer.apply(grads, self.trainable_variables)
         return self._update_metrics(loss, acc, scales)
 
-    def episode_metrics(self, data, steps: int, ways: int | None = None):
-        """Per-episode (query loss, query accuracy, scales) of a meta-batch, no meta-update."""
-        if self.config.batching != "loop" and ways is not None:
-            net = batched.BatchedConv4(self.backbone.spec,
-                                       grouped=self.config.batching == "grouped")
-            return batched.task_outputs(self, net, batched.BatchedUpdate(self),
-                                        *(data[k] for k in EPISODE_KEYS), steps=steps,
-                                        first_order=False, ways=ways)
+    def episode_metrics(self, data, steps: int, ways: int | None = None, inner_lr=None):
+        """Per-episode (query loss, query accuracy, scales) of a meta-batch, no meta-update:
+        every episode at once, or one at a time with the ``loop`` layout."""
+        episodes = tuple(data[k] for k in EPISODE_KEYS)
+        if self.config.batching != "loop":
+            return self.task_outputs(*episodes, steps=steps, ways=ways, inner_lr=inner_lr)
+
         def one(episode):
-            return self.task_outputs(*episode, steps=steps, ways=ways)
+            outputs = self.task_outputs(*(t[None] for t in episode), steps=steps, ways=ways,
+                                        inner_lr=inner_lr)
+            return tuple(t[0] for t in outputs)
 
         dtype = self.config.dtype
-        return tf.map_fn(one, tuple(data[k] for k in EPISODE_KEYS),
+        return tf.map_fn(one, episodes,
                          fn_output_signature=(tf.TensorSpec([], dtype), tf.TensorSpec([], dtype),
                                               tf.TensorSpec([len(self.tensor_names)], dtype)))
 
@@ -237,8 +250,8 @@ class MetaLearner(keras.Model):
         return [self.loss_tracker, self.accuracy_tracker, *means, *self.scale_trackers]
 
     def call(self, inputs):
-        """Query logits of one episode ``{"support_x", "support_y", "query_x"}`` (model input)
-        after ``inner_steps_test`` inner steps."""
+        """Query logits [T, m, ways] of episodes ``{"support_x", "support_y", "query_x"}``
+        (model input, a leading task axis) after ``inner_steps_test`` inner steps."""
         adaptation = self.adapt(inputs["support_x"], inputs["support_y"],
                                 self.config.inner_steps_test)
         return self.classify(adaptation, inputs["query_x"])

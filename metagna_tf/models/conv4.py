@@ -1,8 +1,11 @@
 """Conv-4 backbone with a functional forward over a list of weight tensors.
 
-Four blocks of ``conv 3x3 -> BatchNorm -> activation -> downsample``. The
-inner loop differentiates through this forward twice, so it is written out
-instead of using Keras layers:
+Four blocks of ``conv 3x3 -> BatchNorm -> activation -> downsample``, over a
+leading task axis: every weight tensor is ``[T, ...]``, images ``[T, n, H, W, C]``,
+features ``[T, n, d]`` (one task is ``T = 1``). Activations are laid out
+``[n, H, W, T, C]``, so the ``T`` tasks' convolutions are one grouped convolution
+(``task_conv``, the one layout choice). The inner loop differentiates through this
+forward twice, so it is written out instead of using Keras layers:
 
 * BatchNorm moments are explicit, ``m = mean(h)``, ``v = mean((h - m)^2)``.
   ``tf.nn.moments`` and ``keras.layers.BatchNormalization`` stop the gradient
@@ -33,26 +36,58 @@ BLOCKS = 4
 _ACTIVATIONS = {"relu": tf.nn.relu, "softplus": tf.nn.softplus}
 
 
-def conv4_forward(params, x, *, downsample: str, activation: str, feature_reduce: str,
-                  bn_eps: float, n_stats=None, stats=None, return_stats: bool = False,
-                  taps: dict | None = None, freeze_stats: bool = False):
-    """Features of ``x`` under ``params`` = [kernel, gamma, beta] * 4.
+def to_task_layout(images):
+    """``[T, n, H, W, C]`` -> ``[n, H, W, T, C]``: the layout every block computes in."""
+    if images.shape[0] == 1:
+        return images[0][:, :, :, None, :]
+    return tf.transpose(images, [1, 2, 3, 0, 4])
 
-    BatchNorm statistics are taken from ``x[:n_stats]`` (all rows when None)
-    unless ``stats`` (a list of 4 ``(mean, variance)`` pairs) is given.
-    ``taps``, if a dict, receives per block the convolution input, the normalized
-    pre-activation ``xhat``, ``1/sqrt(var + eps)`` and the BatchNorm output (see
-    ``conv4_sample_grad_norms``). ``freeze_stats`` stops the gradient through the
-    batch statistics (they are still the batch's values).
+
+def task_conv(a, kernel, stride: int, grouped: bool):
+    """The layout choice, and nothing else: ``a`` [n, H, W, T, C], per-task ``kernel``
+    [T, 3, 3, C, F] -> [n, H', W', T, F].
+
+    ``grouped``: one convolution over ``T * C`` task-major channels with ``T`` groups (for
+    ``T = 1`` a plain convolution). Otherwise one convolution per task (TensorFlow has no
+    grouped-convolution gradient on the CPU in float64).
+    """
+    shape = tf.shape(a)
+    n, h, w = shape[0], shape[1], shape[2]
+    tasks, c, f = kernel.shape[0], kernel.shape[3], kernel.shape[4]
+    if tasks == 1:
+        return tf.nn.conv2d(a[:, :, :, 0], kernel[0], strides=stride, padding="SAME")[:, :, :, None]
+    if grouped:
+        x = tf.reshape(a, [n, h, w, tasks * c])
+        k = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [3, 3, c, tasks * f])
+        y = tf.nn.conv2d(x, k, strides=stride, padding="SAME")
+        ys = tf.shape(y)
+        return tf.reshape(y, [ys[0], ys[1], ys[2], tasks, f])
+    return tf.stack([tf.nn.conv2d(a[:, :, :, t], kernel[t], strides=stride, padding="SAME")
+                     for t in range(tasks)], axis=3)
+
+
+def conv4_forward(params, x, *, downsample: str, activation: str, feature_reduce: str,
+                  bn_eps: float, grouped: bool = True, n_stats=None, stats=None,
+                  return_stats: bool = False, taps: dict | None = None,
+                  freeze_stats: bool = False):
+    """Features ``[T, n, d]`` of images ``x`` [T, n, H, W, C] under per-task ``params`` =
+    [kernel, gamma, beta] * 4, each with a leading task axis ``T`` (one task: ``T = 1``).
+
+    BatchNorm statistics (per task and channel, ``[T, F]``) are taken from
+    ``x[:, :n_stats]`` (all rows when None) unless ``stats`` (a list of 4 ``(mean,
+    variance)`` pairs) is given. ``taps``, if a dict, receives per block the convolution
+    input, the normalized pre-activation ``xhat``, ``1/sqrt(var + eps)`` and the BatchNorm
+    output (see ``conv4_sample_grad_norms``). ``freeze_stats`` stops the gradient through
+    the batch statistics (they are still the batch's values). ``grouped``: ``task_conv``.
     """
     act = _ACTIVATIONS[activation]
-    h = x
+    stride = 2 if downsample == "stride" else 1
+    h = to_task_layout(x)
     used_stats = []
     for block in range(BLOCKS):
         kernel, gamma, beta = params[3 * block: 3 * block + 3]
-        stride = 2 if downsample == "stride" else 1
         conv_in = h
-        h = tf.nn.conv2d(h, kernel, strides=stride, padding="SAME")
+        h = task_conv(h, kernel, stride, grouped)
         h, block_stats = batch_norm(h, conv_in, gamma, beta, bn_eps, n_stats=n_stats,
                                     stats=None if stats is None else stats[block],
                                     freeze_stats=freeze_stats, taps=taps)
@@ -76,8 +111,9 @@ def moments(h, axes):
 
 def batch_norm(h, conv_in, gamma, beta, eps: float, *, n_stats=None, stats=None,
                freeze_stats: bool = False, taps: dict | None = None):
-    """BatchNorm of the convolution output ``h`` (channels last; moments over the first three
-    axes, from ``h[:n_stats]``, unless ``stats = (mean, variance)`` is given). Returns the
+    """BatchNorm of the convolution output ``h`` [n, H, W, T, F] (moments per task and
+    channel over the first three axes, from ``h[:n_stats]``, unless ``stats = (mean,
+    variance)``, each [T, F], is given). Returns the
     output and the ``(mean, variance)`` used; fills ``taps`` as ``conv4_forward`` documents."""
     if stats is None:
         mean, var = moments(h if n_stats is None else h[:n_stats], [0, 1, 2])
@@ -96,17 +132,30 @@ def batch_norm(h, conv_in, gamma, beta, eps: float, *, n_stats=None, stats=None,
 
 
 def _downsample(h, downsample: str):
-    if downsample == "maxpool":
-        return tf.nn.max_pool2d(h, 2, 2, "VALID")
-    if downsample == "avgpool":
-        return tf.nn.avg_pool2d(h, 2, 2, "VALID")
-    return h
+    """2x2 pooling of [n, H, W, T, F] activations (or of one task's [n, H, W, F])."""
+    if downsample == "stride":
+        return h
+    pool = tf.nn.max_pool2d if downsample == "maxpool" else tf.nn.avg_pool2d
+    if len(h.shape) == 4:
+        return pool(h, 2, 2, "VALID")
+    s = tf.shape(h)
+    tasks, f = h.shape[3], h.shape[4]
+    y = pool(tf.reshape(h, [s[0], s[1], s[2], tasks * f]), 2, 2, "VALID")
+    ys = tf.shape(y)
+    return tf.reshape(y, [ys[0], ys[1], ys[2], tasks, f])
 
 
 def _reduce(h, feature_reduce: str):
+    """Features of [n, H, W, T, F] activations as [T, n, d] (of one task's [n, H, W, F]: [n, d])."""
+    if len(h.shape) == 4:
+        if feature_reduce == "mean":
+            return tf.reduce_mean(h, axis=[1, 2])
+        return tf.reshape(h, [tf.shape(h)[0], -1])
     if feature_reduce == "mean":
-        return tf.reduce_mean(h, axis=[1, 2])
-    return tf.reshape(h, [tf.shape(h)[0], -1])
+        return tf.transpose(tf.reduce_mean(h, axis=[1, 2]), [1, 0, 2])
+    t = tf.transpose(h, [3, 0, 1, 2, 4])  # [T, n, H, W, F]: each row flattened as (H, W, F)
+    s = tf.shape(t)
+    return tf.reshape(t, [s[0], s[1], -1])
 
 
 def fold_batchnorm(params, stats, bn_eps: float) -> list:
@@ -148,13 +197,17 @@ class Conv4Spec:
     activation: str = "relu"
     feature_reduce: str = "mean"
     bn_eps: float = 1e-3
+    grouped: bool = True  # task_conv's layout for T > 1 tasks
+
+    def with_layout(self, grouped: bool) -> Conv4Spec:
+        return dataclasses.replace(self, grouped=grouped)
 
     def forward(self, params, x, n_stats=None, stats=None, return_stats=False, taps=None,
                 freeze_stats=False):
         return conv4_forward(params, x, downsample=self.downsample, activation=self.activation,
                              feature_reduce=self.feature_reduce, bn_eps=self.bn_eps,
-                             n_stats=n_stats, stats=stats, return_stats=return_stats, taps=taps,
-                             freeze_stats=freeze_stats)
+                             grouped=self.grouped, n_stats=n_stats, stats=stats,
+                             return_stats=return_stats, taps=taps, freeze_stats=freeze_stats)
 
     def sample_grad_norms(self, params, taps, bn_out_grads):
         return conv4_sample_grad_norms(params, taps, bn_out_grads, self.downsample)
@@ -170,7 +223,7 @@ class Conv4Spec:
 def conv4_sample_grad_norms(params, taps: dict, bn_out_grads, downsample: str):
     """Per-sample gradient norms of the 12 Conv-4 tensors, BatchNorm statistics held constant.
 
-    ``taps`` come from a forward pass given fixed ``stats``; ``bn_out_grads[b]`` is the
+    ``taps`` come from a forward pass with ``freeze_stats``; ``bn_out_grads[b]`` is the
     gradient of ``sum_i L_i`` with respect to block ``b``'s BatchNorm output. With the
     statistics constant, sample ``i``'s activations reach only ``L_i``, so the rows of
     these gradients are per-sample gradients and the per-layer identities are exact:
@@ -178,7 +231,7 @@ def conv4_sample_grad_norms(params, taps: dict, bn_out_grads, downsample: str):
         dL_i/dK     = sum_p patch_p(a_i) (x) g_z[i, p],   g_z = g_y * gamma / sqrt(var + eps)
         dL_i/dgamma = sum_p g_y[i, p] * xhat[i, p],       dL_i/dbeta = sum_p g_y[i, p]
 
-    Returns a list of 12 ``(n,)`` tensors, in ``params`` order.
+    Returns a list of 12 ``[T, n]`` tensors, in ``params`` order.
     """
     stride = 2 if downsample == "stride" else 1
     norms = []
@@ -186,14 +239,18 @@ def conv4_sample_grad_norms(params, taps: dict, bn_out_grads, downsample: str):
         kernel, gamma, _ = params[3 * block: 3 * block + 3]
         conv_in, xhat = taps["conv_in"][block], taps["xhat"][block]
         g_y = bn_out_grads[block]
-        g_z = g_y * gamma * taps["inv_std"][block]
-        patches = tf.image.extract_patches(conv_in, sizes=[1, 3, 3, 1],
-                                           strides=[1, stride, stride, 1], rates=[1, 1, 1, 1],
-                                           padding="SAME")
-        per_sample_kernel = tf.einsum("nhwk,nhwc->nkc", patches, g_z)
-        norms += [tf.sqrt(tf.reduce_sum(tf.square(per_sample_kernel), axis=[1, 2])),
-                  tf.norm(tf.reduce_sum(g_y * xhat, axis=[1, 2]), axis=-1),
-                  tf.norm(tf.reduce_sum(g_y, axis=[1, 2]), axis=-1)]
+        g_z = g_y * gamma * taps["inv_std"][block]  # [n, H', W', T, F]
+        tasks, c = kernel.shape[0], kernel.shape[3]
+        s = tf.shape(conv_in)
+        x = tf.reshape(conv_in, [s[0], s[1], s[2], tasks * c])
+        patches = tf.image.extract_patches(x, sizes=[1, 3, 3, 1], strides=[1, stride, stride, 1],
+                                           rates=[1, 1, 1, 1], padding="SAME")
+        ps = tf.shape(patches)
+        patches = tf.reshape(patches, [ps[0], ps[1], ps[2], 9, tasks, c])
+        per_sample_kernel = tf.einsum("nhwktc,nhwtf->tnkcf", patches, g_z)
+        norms += [tf.sqrt(tf.reduce_sum(tf.square(per_sample_kernel), axis=[2, 3, 4])),
+                  tf.transpose(tf.norm(tf.reduce_sum(g_y * xhat, axis=[1, 2]), axis=-1)),
+                  tf.transpose(tf.norm(tf.reduce_sum(g_y, axis=[1, 2]), axis=-1))]
     return norms
 
 
@@ -271,7 +328,9 @@ class Conv4(keras.layers.Layer):
         return self.spec.sample_grad_norms(params, taps, bn_out_grads)
 
     def call(self, x):
-        return self.forward([p.value for p in self.params], tf.cast(x, self.compute_dtype))
+        """Features of one batch of images ``[n, H, W, C]``, BatchNorm statistics its own."""
+        params = [p.value[None] for p in self.params]
+        return self.forward(params, tf.cast(x, self.compute_dtype)[None])[0]
 
     def feature_dim(self, image_size: int) -> int:
         if self.feature_reduce == "mean":
