@@ -4,12 +4,16 @@
         [--config NAME_OR_JSON] [flags overriding it]
 
 Rerunning the same command on the same workdir resumes from its latest checkpoint.
+Ends with a short JSON object on stdout (iteration, validation accuracy, elapsed time,
+best checkpoint, workdir) and one sentence on stderr; every metric of every checkpoint
+interval is in <workdir>/metrics.jsonl and TensorBoard (<workdir>/tensorboard).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from metagna_tf.cli import run
 
@@ -45,13 +49,15 @@ def config_from_args(args: argparse.Namespace):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from metagna_tf.training import train
+    from metagna_tf.training import readable_summary, run_summary, train
 
     config = config_from_args(args)
     verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
     last = train(config, args.workdir, data_dir=args.data_dir, verbose=verbose,
                  download=args.download, strategy=args.strategy)
-    print(json.dumps(last))
+    summary = run_summary(args.workdir, last)
+    print(json.dumps(summary))
+    print(readable_summary(summary), file=sys.stderr)
 
 
 if __name__ == "__main__":

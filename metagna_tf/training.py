@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from metagna_tf.checkpoints import CONFIG_FILE, WorkdirCheckpoints, build_model
 from metagna_tf.config import Config
@@ -210,6 +211,44 @@ def train(config: Config, workdir: str | Path, data_dir=None, verbose="auto",
             f"the last good checkpoint ({kept}) is kept. Lower --meta-lr or --inner-lr.")
     rows = read_metrics(workdir)
     return rows[-1] if rows else {"iteration": ckpts.iteration}
+
+
+def run_summary(workdir: str | Path, last: dict) -> dict:
+    """What ``train`` prints: where the run got to and its best checkpoint.
+
+    ``last`` is ``train``'s return value (the last metrics row); the full metrics stay in
+    ``metrics.jsonl`` and TensorBoard. ``workdir`` is kept as given (the user's spelling).
+    """
+    best = tf.train.latest_checkpoint(str(Path(workdir) / "best"))
+    best_val = None
+    if best:
+        best_val = float(tf.train.load_variable(best, "best_val_accuracy/.ATTRIBUTES/"
+                                                      "VARIABLE_VALUE"))
+    return {"iteration": last["iteration"], "val_accuracy": last.get("val_accuracy"),
+            "elapsed_s": last.get("elapsed_s"), "best_checkpoint": best,
+            "best_val_accuracy": best_val, "workdir": str(workdir)}
+
+
+def readable_summary(summary: dict) -> str:
+    """One sentence for the terminal, e.g. ``runs/omni: 300 iterations in 1 min 52 s; ...``."""
+    elapsed = summary["elapsed_s"]
+    took = "" if elapsed is None else f" in {_duration(elapsed)}"
+    text = f"{summary['workdir']}: {summary['iteration']} iterations{took}"
+    if summary["val_accuracy"] is None:
+        return text + "; no validation episodes, so no best checkpoint (see metrics.jsonl)."
+    text += f"; validation accuracy {100 * summary['val_accuracy']:.1f}%"
+    if summary["best_checkpoint"]:
+        text += (f", best {100 * summary['best_val_accuracy']:.1f}% in "
+                 f"{summary['best_checkpoint']}")
+    return text + " (all metrics: metrics.jsonl, TensorBoard)."
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {rest} s" if minutes else f"{seconds:.1f} s"
 
 
 def set_global_determinism(seed: int) -> None:

@@ -34,6 +34,13 @@ INSTRUCTIONS = """
 3. **Classify** new images: upload them, or use the webcam or the clipboard.
 """
 
+# The class image lists sit in narrow columns, where Gradio's size-and-download column left
+# each file name no room but its extension (".pn"): the names get the width, and wrap.
+CSS = """
+.class-files table.file-preview td.download { display: none; }
+.class-files table.file-preview td.filename .stem { white-space: normal; overflow-wrap: anywhere; }
+"""
+
 
 def build_app(model, examples=None, limits=None):
     """The page (a ``gr.Blocks``) for ``model`` (an ``AppModel``)."""
@@ -65,7 +72,8 @@ def build_app(model, examples=None, limits=None):
                                             elem_id=f"class-name-{i + 1}"))
                     files.append(gr.File(file_count="multiple", file_types=["image"],
                                          label=f"Class {i + 1} images (5 work well)",
-                                         height=160, elem_id=f"class-files-{i + 1}"))
+                                         height=160, elem_id=f"class-files-{i + 1}",
+                                         elem_classes="class-files"))
                     galleries.append(gr.Gallery(label="Uploaded", columns=5, height=120,
                                                 show_label=False, interactive=False,
                                                 elem_id=f"class-gallery-{i + 1}"))
@@ -185,7 +193,7 @@ def main(argv=None) -> None:
     demo.queue(default_concurrency_limit=2).launch(
         server_name=args.host, server_port=args.port, max_file_size=f"{args.max_file_mb:g}mb",
         allowed_paths=[str(examples.folder)] if examples else None, show_error=True,
-        footer_links=["api"], ssr_mode=False)
+        footer_links=["api"], ssr_mode=False, css=CSS)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 ``.ci/run`` installs chromium with apt and sets ``CI=true``: there a missing browser is a
 failure, this being the test of what a visitor sees. On a developer's machine without
 chromium (``CI`` unset) the test skips with a line naming the install command, so the
-README's set-up plus ``pytest`` pass on a fresh machine. Set
-``METAGNA_SCREENSHOT=docs/app.png`` to also write the screenshot that the README shows.
+README's set-up plus ``pytest`` pass on a fresh machine. The README's screenshot is made
+by ``tools/screenshot_app.py``, whose steps the second test runs on the tests' model.
 """
 
 from __future__ import annotations
@@ -14,14 +14,20 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-from tests.app_server import running_app
+from tests.app_server import REPO, running_app
+from tools.screenshot_app import (
+    CHROMIUM,
+    VIEWPORT,
+    file_names_shown,
+    launch_chromium,
+    screenshot,
+    top_class,
+)
 
 pytestmark = pytest.mark.slow
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +39,7 @@ def browser():
             pytest.fail(f"{message}; CI is set, so this cannot be skipped")
         pytest.skip(message)
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        b = launch_chromium(p)
         yield b
         b.close()
 
@@ -43,16 +49,26 @@ def test_upload_adapt_classify_in_the_browser(browser, trained_workdir, support_
     support_dir, queries, truth = support_and_queries
     folders = sorted(support_dir.iterdir())
     with running_app("--workdir", trained_workdir) as url:
-        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        page = browser.new_page(viewport=VIEWPORT)
         page.goto(url)
         page.wait_for_selector("#adapt-button")
         for i, folder in enumerate(folders, start=1):
             page.locator(f"#class-name-{i} textarea, #class-name-{i} input").first.fill(
                 folder.name)
-            page.locator(f"#class-files-{i} input[type=file]").set_input_files(
-                [str(p) for p in sorted(folder.iterdir())])
+            # names as long as a phone's, wider than the class's column
+            uploads = tmp_path / "uploads" / folder.name
+            uploads.mkdir(parents=True)
+            files = [shutil.copy(p, uploads / f"{folder.name}__{p.name}")
+                     for p in sorted(folder.iterdir())]
+            page.locator(f"#class-files-{i} input[type=file]").set_input_files(files)
             # the thumbnails of what was uploaded
             expect(page.locator(f"#class-gallery-{i} img")).to_have_count(5, timeout=60_000)
+            # and every file name readable in full in the class's list (not ".pn")
+            shown = file_names_shown(page, f"class-files-{i}")
+            assert [f["name"] for f in shown] == [Path(p).name for p in files]
+            assert all(f["text"] == "".join(f["name"].split()) and not f["clipped"]
+                       for f in shown), shown
+        expect(page.locator("#class-files-1")).to_contain_text(f"{folders[0].name}__")
         page.click("#adapt-button")
         summary = page.locator("#adapt-summary")
         expect(summary).to_contain_text("Adapted to 5 classes (25 images)", timeout=180_000)
@@ -65,15 +81,9 @@ def test_upload_adapt_classify_in_the_browser(browser, trained_workdir, support_
         labels = []
         for query in queries:  # the grid's rows (the last match: a sticky copy may come first)
             row = table.get_by_role("row").filter(has_text=query.name).last
-            cell = row.get_by_role("gridcell").nth(1).inner_text()
-            labels.append(cell.rsplit(" (", 1)[0].strip())
+            labels.append(top_class(row.get_by_role("gridcell").nth(1).inner_text()).strip())
         assert set(labels) <= {f.name for f in folders}
         assert sum(a == b for a, b in zip(labels, truth, strict=True)) >= 0.6 * len(truth)
-        shot = tmp_path / "app.png"
-        page.screenshot(path=str(shot), full_page=True)
-        assert shot.stat().st_size > 10_000
-        if os.environ.get("METAGNA_SCREENSHOT"):
-            shutil.copy(shot, os.environ["METAGNA_SCREENSHOT"])
 
         # a bad upload shows its message on the page and the session goes on
         broken = tmp_path / "broken.jpg"
@@ -85,3 +95,20 @@ def test_upload_adapt_classify_in_the_browser(browser, trained_workdir, support_
         page.click("#classify-button")
         expect(table).to_contain_text(queries[0].name, timeout=60_000)
         page.close()
+
+
+def test_the_readme_screenshot_shows_the_example_adapted_and_classified(browser,
+                                                                         trained_workdir,
+                                                                         tmp_path):
+    typed = os.path.relpath(trained_workdir, REPO)  # relative, as a user would type it
+    shot = tmp_path / "app.png"
+    shown = screenshot(typed, shot, browser)
+    assert f"({typed} ({typed}/best/ckpt-" in shown["model"]  # the workdir as typed
+    assert len(shown["names"]) == 5 and len(shown["rows"]) == 10  # 2 drawings per class
+    labels = [top_class(row[1]) for row in shown["rows"]]
+    assert set(labels) <= set(shown["names"])
+    assert sum(a == b for a, b in zip(labels, shown["truth"], strict=True)) >= 6
+    assert shown["clipped"] == []
+    with Image.open(shot) as image:
+        width, height = image.size
+    assert width == VIEWPORT["width"] and height > VIEWPORT["height"]  # the full page

@@ -65,11 +65,22 @@ def test_train_evaluate_predict_through_the_clis(omniglot_dir, tmp_path):
     work = tmp_path / "run"
     out = cli("train", "--workdir", work, "--algorithm", "metagna", "--iterations", "4",
               "--checkpoint-every", "2", *TINY, data_dir=omniglot_dir)
-    last = last_json(out.stdout)
-    assert last["iteration"] == 4 and 0 <= last["val_accuracy"] <= 1
+    last = last_json(out.stdout)  # short: the per-tensor metrics stay in metrics.jsonl
+    rows = read_metrics(work)
+    assert [r["iteration"] for r in rows] == [2, 4]
+    assert "arbiter_conv1_kernel" in rows[-1] and "val_arbiter_conv1_kernel" in rows[-1]
+    best = max(rows, key=lambda r: r["val_accuracy"])  # the first of equals is kept
+    assert last == {"iteration": 4, "val_accuracy": rows[-1]["val_accuracy"],
+                    "elapsed_s": rows[-1]["elapsed_s"],
+                    "best_checkpoint": str(work / "best" / f"ckpt-{best['iteration']}"),
+                    "best_val_accuracy": pytest.approx(best["val_accuracy"], abs=1e-7),
+                    "workdir": str(work)}
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"{work}: 4 iterations in {last['elapsed_s']:.1f} s; validation accuracy "
+        f"{100 * last['val_accuracy']:.1f}%, best {100 * best['val_accuracy']:.1f}% in "
+        f"{last['best_checkpoint']} (all metrics: metrics.jsonl, TensorBoard).")
     config = json.loads((work / "config.json").read_text())
     assert config["algorithm"] == "metagna" and config["filters"] == 8
-    assert [r["iteration"] for r in read_metrics(work)] == [2, 4]
     assert (work / "best" / "checkpoint").is_file()
     assert any((work / "tensorboard").rglob("events.out.tfevents.*"))
 
@@ -227,3 +238,17 @@ def test_a_closed_output_pipe_ends_quietly():
                           cwd=REPO, timeout=120)
     assert "error" not in proc.stderr.lower() and "Traceback" not in proc.stderr, proc.stderr
     assert "rc=141" in proc.stderr
+
+
+def test_the_closing_sentence_reads_minutes_and_runs_without_validation():
+    from metagna_tf.training import readable_summary
+
+    summary = {"iteration": 300, "val_accuracy": None, "elapsed_s": 125.4,
+               "best_checkpoint": None, "best_val_accuracy": None, "workdir": "runs/x"}
+    assert readable_summary(summary) == ("runs/x: 300 iterations in 2 min 5 s; no validation "
+                                         "episodes, so no best checkpoint (see metrics.jsonl).")
+    summary.update(elapsed_s=3725.0, val_accuracy=0.9, best_val_accuracy=0.925,
+                   best_checkpoint="runs/x/best/ckpt-250")
+    assert readable_summary(summary) == (
+        "runs/x: 300 iterations in 1 h 2 min; validation accuracy 90.0%, best 92.5% in "
+        "runs/x/best/ckpt-250 (all metrics: metrics.jsonl, TensorBoard).")

@@ -183,8 +183,10 @@ def load_tfds(split: str, image_size: int, channels: int) -> ClassPool:
     import tensorflow_datasets as tfds
     from PIL import Image
 
+    from metagna_tf.data.download import tfds_load
+
     try:
-        ds = tfds.load("caltech_birds2011", split="train+test",
+        ds = tfds_load("caltech_birds2011", split="train+test",
                        decoders={"segmentation_mask": tfds.decode.SkipDecoding()})
     except Exception as err:  # noqa: BLE001 - offline, no cache, broken download...
         raise FileNotFoundError(f"cub: no --data-dir or $METAGNA_DATA_DIR given and TFDS could "

@@ -168,13 +168,14 @@ def _tfds_characters(image_size: int) -> dict[str, dict[str, np.ndarray]]:
     import tensorflow_datasets as tfds
     from PIL import Image
 
+    from metagna_tf.data.download import tfds_load
     from metagna_tf.data.images import to_model_array
 
     out: dict[str, dict[str, list]] = {"images_background": defaultdict(list),
                                         "images_evaluation": defaultdict(list)}
     for tfds_split, set_name in (("train", "images_background"), ("test", "images_evaluation")):
         try:
-            ds = tfds.load("omniglot", split=tfds_split)
+            ds = tfds_load("omniglot", split=tfds_split)
         except Exception as err:  # noqa: BLE001 - offline, no manual data, broken cache...
             raise FileNotFoundError(f"omniglot: no --data-dir or METAGNA_DATA_DIR given and "
                                     f"TFDS could not provide 'omniglot' ({err}); {HELP}") from err
