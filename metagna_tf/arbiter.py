@@ -98,6 +98,7 @@ class Arbiter(keras.layers.Layer):
     """
 
     uses_features = True
+    inputs_kind = "per_tensor"  # gna.GNAUpdate: sample-aware features, a scale on |g|
 
     def __init__(self, num_tensors, num_steps=1, hidden=32, embed_dim=4, a_min=0.01, a_max=100.0,
                  bound="tanh", use_features=True, **kwargs):
@@ -165,6 +166,7 @@ class LearnedStepSizes(keras.layers.Layer):
     """
 
     uses_features = False
+    inputs_kind = "per_tensor"
 
     def __init__(self, num_tensors, num_steps=1, a_min=0.01, a_max=100.0, bound="tanh", **kwargs):
         super().__init__(**kwargs)
@@ -197,3 +199,71 @@ class LearnedStepSizes(keras.layers.Layer):
         return {**super().get_config(), "num_tensors": self.num_tensors,
                 "num_steps": self.num_steps, "a_min": self.a_min, "a_max": self.a_max,
                 "bound": self.bound}
+
+
+def joint_arbiter_scales(weights, features, step):
+    """The joint Arbiter's forward: ``weights`` = [hidden kernel (2L, 2L), hidden bias (2L),
+    output kernel (2L, L), output bias (L)]; ``features`` [..., 2L] (``gna.norm_inputs``)
+    -> ``alpha`` [..., L] = softplus(relu(x K1 + b1) K2 + b2). The same network at every
+    step (``step`` unused)."""
+    del step
+    k1, b1, k2, b2 = (tf.convert_to_tensor(w) for w in weights)
+    x = tf.cast(features, k1.dtype)
+    hidden = tf.nn.relu(tf.einsum("...i,ij->...j", x, k1) + b1)
+    return tf.nn.softplus(tf.einsum("...i,ij->...j", hidden, k2) + b2)
+
+
+def _torch_linear_init(fan_in: int):
+    """PyTorch's default ``nn.Linear`` initialization, U(+-1/sqrt(fan_in)) for the kernel
+    (kaiming_uniform with a = sqrt(5)) and the bias: what the authors' Arbiter starts from."""
+    limit = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-limit, limit)
+
+
+@keras.saving.register_keras_serializable(package="metagna_tf")
+class JointArbiter(keras.layers.Layer):
+    """The authors' Arbiter (``--arbiter-form joint``): one MLP over all adapted tensors.
+
+    Input, per task and inner step: ``x = [|theta_1|..|theta_L|, |g_1|..|g_L|]`` standardized
+    over its 2L entries (``gna.norm_inputs``). Output: ``alpha_l`` = the norm of tensor
+    ``l``'s step, ``theta_l <- theta_l - inner_lr * alpha_l * g_l / |g_l|`` (``gna.py``).
+    ``Linear(2L, 2L) -> ReLU -> Linear(2L, L) -> Softplus``, PyTorch's default
+    initialization, shared by every step, no bound (softplus is positive). Source and every
+    difference: docs/method.md.
+
+    Args:
+        num_tensors: L, the number of adapted tensors.
+    """
+
+    uses_features = True
+    inputs_kind = "norms"  # gna.GNAUpdate: standardized weight and gradient norms, alpha = step norm
+
+    def __init__(self, num_tensors, **kwargs):
+        super().__init__(**kwargs)
+        if not (isinstance(num_tensors, int) and num_tensors >= 1):
+            raise ValueError(f"JointArbiter: num_tensors must be a positive integer, got "
+                             f"{num_tensors!r}")
+        self.num_tensors = num_tensors
+        width = 2 * num_tensors
+        init = _torch_linear_init(width)
+        self.hidden_kernel = self.add_weight(shape=(width, width), initializer=init,
+                                             name="hidden_kernel")
+        self.hidden_bias = self.add_weight(shape=(width,), initializer=init, name="hidden_bias")
+        self.output_kernel = self.add_weight(shape=(width, num_tensors), initializer=init,
+                                             name="output_kernel")
+        self.output_bias = self.add_weight(shape=(num_tensors,), initializer=init,
+                                           name="output_bias")
+        self.built = True
+
+    @property
+    def scale_weights(self) -> list:
+        return [self.hidden_kernel, self.hidden_bias, self.output_kernel, self.output_bias]
+
+    def functional(self):
+        return joint_arbiter_scales
+
+    def call(self, features, step=0):
+        return joint_arbiter_scales([w.value for w in self.scale_weights], features, step)
+
+    def get_config(self):
+        return {**super().get_config(), "num_tensors": self.num_tensors}

@@ -41,7 +41,10 @@ def check_scale_bounds(owner: str, a_min, a_max, bound) -> None:
 CHOICES: dict[str, tuple] = {
     "algorithm": ALGORITHMS,
     "downsample": ("stride", "maxpool", "avgpool"),
-    "activation": ("relu", "softplus"),
+    "activation": ("relu", "softplus", "leaky_relu"),
+    "head": ("proto", "linear"),
+    "inner_params": ("all", "no_bn"),
+    "arbiter_form": ("per_tensor", "joint"),
     "feature_reduce": ("mean", "flatten"),
     "dtype": ("float32", "float64"),
     "gna_direction": ("mean", "sample"),
@@ -79,7 +82,8 @@ class Config:
     backbone: str = "conv4"
     filters: int = 64
     downsample: str = "stride"  # stride | maxpool | avgpool
-    activation: str = "relu"  # relu | softplus (softplus: smooth, for finite differences)
+    # relu | softplus (smooth, for finite differences) | leaky_relu (slope 0.01, the authors')
+    activation: str = "relu"
     feature_reduce: str = "mean"  # mean (spatial average) | flatten
     bn_eps: float = 1e-3
     dtype: str = "float32"
@@ -89,6 +93,13 @@ class Config:
     precision: str = "float32"
     # recompute each inner step in the backward pass (a manual reverse pass): memory for time
     inner_checkpointing: bool = False
+    # the classifier head: proto (Proto-MAML: fitted to the support set's class means before any
+    # step, any number of classes) | linear (MAML's meta-learned N-way head: `ways` classes,
+    # adapted by the inner loop alone)
+    head: str = "proto"
+    # the tensors the inner loop adapts: all | no_bn (BatchNorm's gamma and beta are learned in
+    # the outer loop only, as in MAML++ and the authors' code)
+    inner_params: str = "all"
     # algorithm
     algorithm: str = "metagna"
     inner_steps: int = 1
@@ -106,6 +117,10 @@ class Config:
     # tanh (smooth) | clip; the validation split preferred tanh (docs/results.md)
     arbiter_bound: str = "tanh"
     arbiter_use_features: bool = True  # False: step and tensor embeddings only (ablation)
+    # per_tensor (ours: sample-aware features per tensor, a factor on |g|) | joint (the authors':
+    # standardized weight and gradient norms of all tensors into one MLP that sets each step's
+    # norm; docs/method.md)
+    arbiter_form: str = "per_tensor"
     # outer loop
     meta_batch_size: int = 32
     meta_lr: float = 1e-3
@@ -172,7 +187,7 @@ class Config:
     @property
     def inert_keys(self) -> frozenset[str]:
         """The algorithm-specific keys this algorithm does not read (algorithms/table.py)."""
-        return ALGORITHM_KEYS - algorithm(self.algorithm).keys
+        return ALGORITHM_KEYS - algorithm(self.algorithm).keys(self.arbiter_form)
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -208,6 +223,18 @@ _MINI = dict(dataset="mini_imagenet", image_size=84, channels=3, filters=32, dow
              meta_batch_size=4, rotations=False, queries=15, iterations=60000,
              checkpoint_every=500)
 
+# Meta-GNA as its authors built it (SKKUJMLim/MAML, experiment_config/MAML+Arbiter_5way_1shot.json
+# at commit 071b975a; docs/method.md): MAML's linear head, the joint Arbiter, BatchNorm's gamma
+# and beta not adapted, 5 second-order inner steps in training and at test
+_AUTHORS_METHOD = dict(algorithm="metagna", head="linear", arbiter_form="joint",
+                       inner_params="no_bn", inner_steps=5, inner_steps_test=5)
+# their settings: 4-CONV with 128 filters, max-pooling and leaky ReLU at 84x84, beta 0.01, 15
+# queries, meta-batch 4 (2 at 5-shot), Adam 1e-4 (their cosine schedule ends where it starts),
+# 150 x 500 iterations; no multi-step loss, no LSLR, no per-step BatchNorm statistics
+_AUTHORS_MINI = dict(_MINI, **_AUTHORS_METHOD, filters=128, activation="leaky_relu",
+                     inner_lr=0.01, queries=15, meta_batch_size=4, meta_lr=1e-4,
+                     iterations=150 * 500)
+
 PRESETS: dict[str, dict[str, Any]] = {
     "omniglot_5w1s": {**_OMNIGLOT, "ways": 5, "shots": 1, "queries": 1},
     "omniglot_cross_alphabet": {**_OMNIGLOT, "ways": 5, "shots": 1, "queries": 1,
@@ -218,6 +245,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mini_imagenet_5w5s": {**_MINI, "ways": 5, "shots": 5, "meta_batch_size": 2},
     "mini_imagenet_to_cub_5w5s": {**_MINI, "ways": 5, "shots": 5, "meta_batch_size": 2,
                                   "train_split": "all"},
+    "paper_mini_imagenet_5w1s": {**_AUTHORS_MINI, "ways": 5, "shots": 1},
+    "paper_mini_imagenet_5w5s": {**_AUTHORS_MINI, "ways": 5, "shots": 5, "meta_batch_size": 2},
+    # the same method at Omniglot's shapes; beta, meta-batch and queries chosen on the
+    # validation split (docs/results.md, "The authors' form on Omniglot")
+    "paper_omniglot_5w1s": {**_OMNIGLOT, **_AUTHORS_METHOD, "ways": 5, "shots": 1,
+                            "queries": 1, "meta_batch_size": 32, "inner_lr": 0.1},
 }
 
 

@@ -18,6 +18,7 @@ from metagna_tf.algorithms.inner_loop import Adaptation
 from metagna_tf.checkpoints import load_trained
 from metagna_tf.data import image_options
 from metagna_tf.data.images import is_image_file, load_image
+from metagna_tf.models.head import check_classes
 from metagna_tf.preprocessing import to_model_input
 
 
@@ -118,6 +119,7 @@ class Predictor:
         """Adapt to uint8 support images with labels ``0..num_classes-1`` (one task)."""
         support_y = np.asarray(support_y, np.int32)
         num_classes = int(num_classes or support_y.max() + 1)
+        check_classes(self.model.head_ways, num_classes)
         return self._adapt_fn(tf.constant(support_x, tf.uint8), tf.constant(support_y),
                               tf.constant(num_classes),
                               tf.constant(self.inner_lr, self.model.config.dtype))

@@ -197,7 +197,7 @@ def train(config: Config, workdir: str | Path, data_dir=None, verbose="auto",
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(workdir / "tensorboard")))
     if verbose != 0:
-        callbacks.append(ConciseProgbar(model.tensor_names))
+        callbacks.append(ConciseProgbar(model.scale_names))
     # The validation episodes repeat and each validation reads exactly one cycle of them
     # (validation_steps): a distributed dataset read to its end can leave one replica's metric
     # update behind (measured here: a wrong validation accuracy); a known step count cannot.

@@ -59,14 +59,19 @@ def build_app(model, examples=None, limits=None):
         gr.Markdown(INSTRUCTIONS)
         gr.Markdown(desc, elem_id="model-description")
         with gr.Row():
-            count = gr.Slider(h.MIN_CLASSES, h.MAX_CLASSES, value=5, step=1,
-                              label="Number of classes", elem_id="class-count")
+            # a linear head fixes the number of classes: the slider then shows it, locked
+            low, high = h.class_range(model.head_ways)
+            first = model.head_ways or 5
+            count = gr.Slider(h.MIN_CLASSES, h.MAX_CLASSES, value=first, step=1,
+                              interactive=low != high, label="Number of classes"
+                              + ("" if low != high else " (fixed by the model's linear head)"),
+                              elem_id="class-count")
             example_button = gr.Button("Load an example (Omniglot characters)",
                                        visible=examples is not None, elem_id="example-button")
         names, files, galleries, boxes = [], [], [], []
         with gr.Row(equal_height=False):
             for i in range(h.MAX_CLASSES):
-                with gr.Column(visible=i < 5, min_width=200) as box:
+                with gr.Column(visible=i < first, min_width=200) as box:
                     names.append(gr.Textbox(label=f"Class {i + 1} name", value="",
                                             placeholder=f"Class {i + 1}",
                                             elem_id=f"class-name-{i + 1}"))

@@ -91,12 +91,22 @@ def read_upload(path: str, model: AppModel, allowed: Sequence[Path], limits: Lim
 
 
 # ---- adapt ----------------------------------------------------------------------------------
-def collect_classes(count: int, names: Sequence[str], files: Sequence, limits: Limits
-                    ) -> dict[str, list[str]]:
+def class_range(head_ways: int | None) -> tuple[int, int]:
+    """How many classes the app takes: any from MIN_CLASSES to MAX_CLASSES, or exactly a
+    linear head's number."""
+    return (MIN_CLASSES, MAX_CLASSES) if head_ways is None else (head_ways, head_ways)
+
+
+def collect_classes(count: int, names: Sequence[str], files: Sequence, limits: Limits,
+                    head_ways: int | None = None) -> dict[str, list[str]]:
     """The first ``count`` class slots -> {class name: [paths]} with every check named."""
     count = int(count)
-    if not MIN_CLASSES <= count <= MAX_CLASSES:
-        raise gr.Error(f"Use {MIN_CLASSES} to {MAX_CLASSES} classes (got {count}).")
+    low, high = class_range(head_ways)
+    if head_ways is not None and count != head_ways:
+        raise gr.Error(f"This model's linear head classifies exactly {head_ways} classes "
+                       f"(got {count}): use {head_ways} classes.")
+    if not low <= count <= high:
+        raise gr.Error(f"Use {low} to {high} classes (got {count}).")
     classes: dict[str, list[str]] = {}
     seen: dict[str, int] = {}
     for i in range(count):
@@ -145,7 +155,7 @@ def summary(model: AppModel, state: AdaptedState, images: int) -> str:
 def adapt(model: AppModel, count, names: Sequence[str], files: Sequence,
           allowed: Sequence[Path], limits: Limits):
     """-> (state, loss frame, scales frame or None, summary markdown)."""
-    classes = collect_classes(count, names, files, limits)
+    classes = collect_classes(count, names, files, limits, model.head_ways)
     arrays = {name: [read_upload(p, model, allowed, limits) for p in paths]
               for name, paths in classes.items()}
     try:
@@ -153,7 +163,7 @@ def adapt(model: AppModel, count, names: Sequence[str], files: Sequence,
     except ValueError as err:
         raise gr.Error(str(err)) from err
     state = model.adapt(class_names, support_x, support_y)
-    scales = scales_frame(state, model.tensor_names) if model.has_scales else None
+    scales = scales_frame(state, model.scale_names) if model.has_scales else None
     return state, loss_frame(state), scales, summary(model, state, len(support_y))
 
 

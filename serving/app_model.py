@@ -55,10 +55,19 @@ class AppModel(abc.ABC):
         self.source = source
         self.spec = Conv4Spec(config.downsample, config.activation, config.feature_reduce,
                               config.bn_eps)
+        from metagna_tf.algorithms.maml import adapted_indices
+
+        # the tensors whose scales the inner loop reports (--inner-params)
+        self.scale_names = [self.tensor_names[i] for i in adapted_indices(config, tensor_names)]
 
     @property
     def algorithm(self) -> str:
         return self.config.algorithm
+
+    @property
+    def head_ways(self) -> int | None:
+        """The one number of classes a linear head takes; None: any (the prototype head)."""
+        return self.config.ways if self.config.head == "linear" else None
 
     @property
     def has_scales(self) -> bool:

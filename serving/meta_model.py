@@ -35,10 +35,11 @@ from metagna_tf.preprocessing import to_model_input
 class ScaleNetwork:
     """The Arbiter's (or step sizes') pure forward bound to the module's own variables."""
 
-    def __init__(self, function, weights, uses_features: bool):
+    def __init__(self, function, weights, uses_features: bool, inputs_kind: str):
         self.function = function
         self.weights = weights
         self.uses_features = uses_features
+        self.inputs_kind = inputs_kind
 
     def __call__(self, features, step):
         return self.function(self.weights, features, step)
@@ -65,14 +66,20 @@ class MetaModelModule(tf.Module):
         self.backbone_params = [tf.Variable(p.numpy(), trainable=False, name=n)
                                 for p, n in zip(model.backbone.params, model.backbone.param_names,
                                                 strict=True)]
+        # MAML's linear head (--head linear): its number of classes is the only one taken
+        self.head_ways = model.head_ways
+        self.head_params = ([tf.Variable(p.numpy(), trainable=False, name=n)
+                             for p, n in zip(model.head.params, ("head_kernel", "head_bias"),
+                                             strict=True)] if model.head is not None else [])
         scale_net = None
         self.scale_weights = []
         if model.arbiter is not None:
             self.scale_weights = [tf.Variable(w.numpy(), trainable=False, name=f"arbiter_{i}")
                                   for i, w in enumerate(model.arbiter.scale_weights)]
             scale_net = ScaleNetwork(model.arbiter.functional(), self.scale_weights,
-                                     model.arbiter.uses_features)
+                                     model.arbiter.uses_features, model.arbiter.inputs_kind)
         # plain Python objects: not tracked, so no Keras variable enters the SavedModel
+        self._adapted = model.inner_loop_args(model.config.ways)["adapted"]
         self._spec = model.backbone.spec
         self._update = make_update_rule(config, scale_net)
         self._build_signatures()
@@ -98,6 +105,11 @@ class MetaModelModule(tf.Module):
                                       "must have one label per support image"),
             tf.debugging.assert_greater_equal(num_classes, 2,
                                               message="num_classes must be at least 2"),
+            *([tf.debugging.assert_equal(
+                num_classes, self.head_ways,
+                message=f"num_classes must be {self.head_ways}: the linear head of this model "
+                        f"classifies exactly {self.head_ways} classes")]
+              if self.head_ways is not None else []),
             tf.debugging.assert_non_negative(support_labels, message="support_labels must be in "
                                              "0..num_classes-1"),
             tf.debugging.assert_less(support_labels, num_classes,
@@ -117,8 +129,10 @@ class MetaModelModule(tf.Module):
         """One task's ``Adaptation``, without the task axis (``Adaptation.task``)."""
         support_x, support_labels = self._support(support_images, support_labels, num_classes)
         params = [tf.convert_to_tensor(p) for p in self.backbone_params]
+        head = [tf.convert_to_tensor(p) for p in self.head_params] or None
         return adapt(self._spec, params, support_x[None], support_labels[None], num_classes,
-                     steps=self.inner_steps, update=self._update).task(0)
+                     steps=self.inner_steps, update=self._update, head=head,
+                     adapted=self._adapted).task(0)
 
     def _classify(self, fast, stats, images):
         tf.debugging.assert_equal(tf.shape(fast[-2])[1], tf.shape(fast[-1])[0],

@@ -97,3 +97,26 @@ def test_feature_free_scale_networks_ignore_their_input():
     clone = keras.layers.deserialize(keras.layers.serialize(lslr))
     assert clone.get_config() == lslr.get_config()
     assert Arbiter.from_config(blind.get_config()).get_config() == blind.get_config()
+
+
+def test_joint_arbiter_round_trips_and_names_bad_arguments():
+    from metagna_tf.arbiter import JointArbiter
+    from metagna_tf.models.head import LinearHead
+
+    arbiter = JointArbiter(num_tensors=6)
+    assert [tuple(w.shape) for w in arbiter.scale_weights] == [(12, 12), (12,), (12, 6), (6,)]
+    limit = 1 / np.sqrt(12)  # PyTorch's nn.Linear default: U(+-1/sqrt(fan_in)), biases too
+    assert all(np.abs(w.numpy()).max() <= limit for w in arbiter.scale_weights)
+    x = np.random.default_rng(0).standard_normal((3, 12)).astype("float32")
+    alpha = arbiter(x).numpy()
+    assert alpha.shape == (3, 6) and np.all(alpha > 0)  # softplus: any positive step norm
+    clone = keras.layers.deserialize(keras.layers.serialize(arbiter))
+    assert clone.get_config() == arbiter.get_config()
+    clone.set_weights(arbiter.get_weights())
+    np.testing.assert_allclose(clone(x), alpha)
+    with pytest.raises(ValueError, match="JointArbiter: num_tensors"):
+        JointArbiter(num_tensors=0)
+    head = LinearHead(features=16, ways=5)
+    assert keras.layers.deserialize(keras.layers.serialize(head)).get_config() == head.get_config()
+    with pytest.raises(ValueError, match="LinearHead: ways"):
+        LinearHead(features=16, ways=1)

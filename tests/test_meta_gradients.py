@@ -51,10 +51,10 @@ class FrozenFeatures(GNAUpdate):
         self.recorded = {}
         self.replay = False
 
-    def features(self, *, step, **kwargs):
+    def constants(self, *, step, **kwargs):
         if self.replay:
             return self.recorded[step]
-        self.recorded[step] = super().features(step=step, **kwargs)
+        self.recorded[step] = super().constants(step=step, **kwargs)
         return self.recorded[step]
 
 

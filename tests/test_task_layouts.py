@@ -78,8 +78,11 @@ def assert_same_meta_gradients(a, b, variables, rtol=1e-9):
     {"algorithm": "metagna", "gna_sample_grads": "jacobian"},
     {"algorithm": "maml_lslr"},
     {"algorithm": "metagna", "inner_checkpointing": True},
+    {"algorithm": "metagna", "head": "linear", "arbiter_form": "joint", "inner_params": "no_bn"},
+    {"algorithm": "metagna", "head": "linear", "arbiter_form": "joint", "inner_params": "no_bn",
+     "inner_checkpointing": True},
 ], ids=["gna_direction_sample", "gna_sample_grads_jacobian", "maml_lslr",
-        "inner_checkpointing"])
+        "inner_checkpointing", "authors_form", "authors_form_checkpointing"])
 def test_every_option_runs_32_tasks_at_once_as_32_single_tasks(option):
     """No option falls back to a per-task path: 32 tasks in one batch (stacked, float64)
     give the meta-gradients of 32 one-task batches to 1e-9.

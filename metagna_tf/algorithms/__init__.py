@@ -32,10 +32,13 @@ def make_update_rule(config, arbiter=None, inner_lr=None):
 
 
 def make_scale_network(config, num_tensors: int):
-    """The learned scale network of ``config.algorithm`` (None for the others)."""
-    from metagna_tf.arbiter import Arbiter, LearnedStepSizes
+    """The learned scale network of ``config.algorithm`` over ``num_tensors`` adapted tensors
+    (None for the algorithms without one)."""
+    from metagna_tf.arbiter import Arbiter, JointArbiter, LearnedStepSizes
 
     kind = algorithm(config.algorithm).scale_network
+    if kind == "arbiter" and config.arbiter_form == "joint":
+        return JointArbiter(num_tensors, dtype=config.dtype, name="arbiter")
     common = dict(num_steps=config.inner_steps, a_min=config.arbiter_a_min,
                   a_max=config.arbiter_a_max, bound=config.arbiter_bound, dtype=config.dtype)
     if kind == "arbiter":

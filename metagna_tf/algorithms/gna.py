@@ -14,6 +14,14 @@ for every task of the meta-batch at once (every tensor has a leading task axis `
 
 With ``a = 1`` this is MAML's step exactly. ``gna_normalize_only`` (the
 paper's first component alone) uses ``theta[l] <- theta[l] - inner_lr * d[l]``.
+
+The authors' form (``--arbiter-form joint``, ``arbiter.JointArbiter``; SKKUJMLim/MAML, see
+docs/method.md) reads the norms of all ``L`` adapted tensors at once and sets each step's
+norm::
+
+    x        = standardize([|theta[1]|..|theta[L]|, stop_gradient(|g[1]|..|g[L]|)])
+    alpha    = softplus(relu(x K1 + b1) K2 + b2)                     # [L], every step
+    theta[l] <- theta[l] - inner_lr * alpha[l] * d[l]
 ``direction="sample"`` replaces ``d`` by ``normalize(mean_i normalize(g_i[l]))``.
 Norms are clamped at 1e-12 before the log.
 
@@ -92,8 +100,33 @@ def arbiter_features(params, grad_norms, losses, sample_norms):
     return tf.stop_gradient(features)
 
 
+def safe_norms(params, dtype):
+    """[T, L] norms of each task's tensors, in ``dtype``, with a zero gradient at 0 (the linear
+    head's bias starts at 0; ``tf.norm``'s gradient there is NaN, PyTorch's is 0)."""
+    return tf.stack([normalize(tf.cast(p, dtype))[1] for p in params], axis=1)
+
+
+def norm_inputs(params, grad_norms):
+    """The joint Arbiter's input [T, 2L]: ``x = [|theta_1|..|theta_L|, |g_1|..|g_L|]``
+    standardized over its 2L entries, ``(x - mean(x)) / (std(x) + 1e-12)`` with the N - 1
+    standard deviation (torch's ``.std()``). The weight norms carry the meta-gradient; the
+    gradient norms ``grad_norms`` [T, L] are constants (``GNAUpdate.constants``)."""
+    dtype = grad_norms.dtype
+    x = tf.concat([safe_norms(params, dtype), grad_norms], axis=1)
+    centred = x - tf.reduce_mean(x, axis=1, keepdims=True)
+    var = tf.reduce_sum(tf.square(centred), axis=1, keepdims=True) / (x.shape[1] - 1)
+    std = var * tf.math.rsqrt(tf.maximum(var, EPS * EPS))  # sqrt with a finite gradient at 0
+    return centred / (std + 1e-12)
+
+
 class GNAUpdate:
-    """The Meta-GNA inner step for ``T`` tasks (``arbiter=None``: the normalize-only ablation)."""
+    """The Meta-GNA inner step for ``T`` tasks (``arbiter=None``: the normalize-only ablation).
+
+    The scale network's ``inputs_kind`` says which form: ``per_tensor`` (``Arbiter``,
+    ``LearnedStepSizes``: a scale ``a`` on the gradient's own norm, ``theta - lr * a * |g| *
+    g/|g|``) or ``norms`` (``JointArbiter``: ``alpha`` is the step's norm, ``theta - lr *
+    alpha * g/|g|``, as is the normalize-only step with ``alpha = 1``).
+    """
 
     def __init__(self, inner_lr, arbiter=None, direction: str = "mean",
                  sample_grads: str = "frozen_stats"):
@@ -107,13 +140,22 @@ class GNAUpdate:
         self.direction = direction
         self.sample_grads = sample_grads
         self.uses_features = arbiter is not None and getattr(arbiter, "uses_features", True)
+        self.inputs_kind = None if arbiter is None else getattr(arbiter, "inputs_kind",
+                                                                "per_tensor")
+        # the sample-aware features need per-sample gradient norms; the joint form does not
+        self.uses_features = self.uses_features and self.inputs_kind != "norms"
         self.needs_sample_grads = direction == "sample" or (
             self.uses_features and sample_grads == "jacobian")
         self.needs_sample_norms = self.uses_features and sample_grads == "frozen_stats"
 
-    def features(self, *, step, params, norms, losses, sample_grads, sample_norms):
-        """The Arbiter's input at this step (a hook: tests freeze it for finite differences)."""
+    def constants(self, *, step, params, norms, losses, sample_grads, sample_norms):
+        """What the scale network reads that the meta-gradient treats as constant (a hook:
+        the finite-difference tests replay it): the per-tensor form's features
+        [T, L, NUM_FEATURES], the joint form's gradient norms [T, L]."""
         del step
+        if self.inputs_kind == "norms":
+            dtype = scale_dtype(params)
+            return tf.stop_gradient(tf.cast(tf.stack(norms, axis=1), dtype))
         if sample_norms is None:
             sample_norms = per_sample_norms([tf.stop_gradient(g) for g in sample_grads])
         return arbiter_features(params, tf.stack(norms, axis=1), losses, sample_norms)
@@ -129,14 +171,21 @@ class GNAUpdate:
             new = [p - as_dtype(self.inner_lr, p.dtype) * d
                    for p, d in zip(params, units, strict=True)]
             return new, tf.ones([tasks, len(params)], dtype=scale_dtype(params))
-        # a feature-free scale (LSLR, the embeddings-only Arbiter) computes no features
-        features = tf.zeros([tasks, len(params), NUM_FEATURES], scale_dtype(params))
-        if self.uses_features:
-            features = self.features(step=step, params=params, norms=norms, losses=losses,
-                                     sample_grads=sample_grads, sample_norms=sample_norms)
-        scales = tf.cast(self.arbiter(features, step=step), scale_dtype(params))
-        scales = tf.broadcast_to(scales, [tasks, len(params)])  # LSLR gives one row [L]
-        applied = tf.cast(scales, params[0].dtype)
-        new = [p - as_dtype(self.inner_lr, p.dtype) * per_task(applied[:, i] * norms[i], p)
-               * units[i] for i, p in enumerate(params)]
+        kwargs = dict(step=step, params=params, norms=norms, losses=losses,
+                      sample_grads=sample_grads, sample_norms=sample_norms)
+        if self.inputs_kind == "norms":  # the joint form: alpha is the step's norm
+            inputs = norm_inputs(params, self.constants(**kwargs))
+            scales = tf.cast(self.arbiter(inputs, step=step), scale_dtype(params))
+            step_norms = [scales[:, i] for i in range(len(params))]
+        else:
+            # a feature-free scale (LSLR, the embeddings-only Arbiter) computes no features
+            features = tf.zeros([tasks, len(params), NUM_FEATURES], scale_dtype(params))
+            if self.uses_features:
+                features = self.constants(**kwargs)
+            scales = tf.cast(self.arbiter(features, step=step), scale_dtype(params))
+            scales = tf.broadcast_to(scales, [tasks, len(params)])  # LSLR gives one row [L]
+            step_norms = [scales[:, i] * tf.cast(norms[i], scales.dtype)
+                          for i in range(len(params))]
+        new = [p - as_dtype(self.inner_lr, p.dtype) * per_task(tf.cast(s, p.dtype), p) * d
+               for p, s, d in zip(params, step_norms, units, strict=True)]
         return new, scales

@@ -86,20 +86,28 @@ def per_sample_losses(backbone, fast, x, y):
         labels=y, logits=head_logits(backbone.forward(fast[:-2], x), fast))
 
 
-def init_fast_weights(backbone, params: Sequence, support_x, support_y, ways):
-    """The meta-learned ``params`` for each of the ``T`` tasks, then each task's head."""
-    tasks = tf.shape(support_x)[0]
-    backbone_fast = [tf.broadcast_to(p[None], tf.concat([[tasks], tf.shape(p)], 0))
-                     for p in params]
-    backbone_fast = [tf.ensure_shape(f, [support_x.shape[0], *p.shape])
-                     for f, p in zip(backbone_fast, params, strict=True)]
-    features = backbone.forward(backbone_fast, support_x)
-    return backbone_fast + list(prototype_head(features, support_y, ways))
+def per_task_copies(params: Sequence, tasks_like) -> list:
+    """Each of ``params`` repeated for the ``T`` tasks of ``tasks_like`` [T, ...]."""
+    tasks = tf.shape(tasks_like)[0]
+    return [tf.ensure_shape(tf.broadcast_to(p[None], tf.concat([[tasks], tf.shape(p)], 0)),
+                            [tasks_like.shape[0], *p.shape]) for p in params]
 
 
-def support_gradients(backbone, fast, x, y, per_sample: bool = False):
+def init_fast_weights(backbone, params: Sequence, support_x, support_y, ways, head=None):
+    """The meta-learned ``params`` for each of the ``T`` tasks, then each task's head: the
+    meta-learned linear ``head`` [W, b] (``--head linear``), or when None the prototype head
+    of the support set's features (``--head proto``)."""
+    fast = per_task_copies(params, support_x)
+    if head is not None:
+        return fast + per_task_copies(head, support_x)
+    features = backbone.forward(fast, support_x)
+    return fast + list(prototype_head(features, support_y, ways))
+
+
+def support_gradients(backbone, fast, x, y, per_sample: bool = False, adapted=None):
     """Per-sample losses [T, n], each task's gradient of its mean loss and, if asked,
-    per-sample gradients ([T, n, *shape] per tensor).
+    per-sample gradients ([T, n, *shape] per tensor), with respect to the ``adapted``
+    tensors of ``fast`` (indices; all when None).
 
     Per-sample gradients are the Jacobian of the per-sample losses from the same forward
     pass (same BatchNorm statistics). Task ``t``'s losses reach only task ``t``'s fast
@@ -111,10 +119,11 @@ def support_gradients(backbone, fast, x, y, per_sample: bool = False):
         losses = per_sample_losses(backbone, fast, x, y)
         loss = tf.reduce_sum(tf.reduce_mean(losses, axis=1))
         rows = tf.reduce_sum(losses, axis=0) if per_sample else None  # [n]
-    grads = tape.gradient(loss, fast)
+    targets = fast if adapted is None else [fast[i] for i in adapted]
+    grads = tape.gradient(loss, targets)
     sample_grads = None
     if per_sample:
-        jacobian = tape.jacobian(rows, fast, experimental_use_pfor=True)  # [n, T, *shape]
+        jacobian = tape.jacobian(rows, targets, experimental_use_pfor=True)  # [n, T, *shape]
         sample_grads = [tf.transpose(j, [1, 0, *range(2, len(j.shape))]) for j in jacobian]
     del tape
     return losses, grads, sample_grads
@@ -146,19 +155,30 @@ def frozen_stats_sample_norms(backbone, fast, x, y):
 
 
 def inner_step(backbone, update: UpdateRule, step: int, fast, support_x, support_y, *,
-               first_order: bool = False, observe=None):
-    """One inner step: ``(new fast weights, scales [T, L], mean support loss [T] before it)``."""
+               first_order: bool = False, observe=None, adapted=None):
+    """One inner step of the ``adapted`` tensors (indices into ``fast``; all when None), the
+    others passed through: ``(new fast weights, scales [T, L_adapted], mean support loss [T]
+    before the step)``."""
     per_sample = getattr(update, "needs_sample_grads", False)
     losses, grads, sample_grads = support_gradients(backbone, fast, support_x, support_y,
-                                                    per_sample)
+                                                    per_sample, adapted)
     if first_order:
         grads = [tf.stop_gradient(g) for g in grads]
         if sample_grads is not None:
             sample_grads = [tf.stop_gradient(g) for g in sample_grads]
-    sample_norms = (frozen_stats_sample_norms(backbone, fast, support_x, support_y)
-                    if getattr(update, "needs_sample_norms", False) else None)
-    new_fast, scales = update(step=step, params=fast, grads=grads, losses=losses,
-                              sample_grads=sample_grads, sample_norms=sample_norms)
+    sample_norms = None
+    if getattr(update, "needs_sample_norms", False):
+        sample_norms = frozen_stats_sample_norms(backbone, fast, support_x, support_y)
+        if adapted is not None:
+            sample_norms = tf.gather(sample_norms, list(adapted), axis=1)
+    targets = fast if adapted is None else [fast[i] for i in adapted]
+    new_targets, scales = update(step=step, params=targets, grads=grads, losses=losses,
+                                 sample_grads=sample_grads, sample_norms=sample_norms)
+    new_fast = list(new_targets)
+    if adapted is not None:
+        new_fast = list(fast)
+        for i, tensor in zip(adapted, new_targets, strict=True):
+            new_fast[i] = tensor
     if observe is not None:
         observe(step=step, fast=fast, losses=losses, grads=grads, scales=scales)
     return new_fast, scales, tf.reduce_mean(losses, axis=1)
@@ -174,9 +194,13 @@ def support_statistics(backbone, fast, support_x, support_y):
 
 def adapt(backbone, params: Sequence, support_x, support_y, ways, *, steps: int,
           update: UpdateRule, first_order: bool = False, observe=None,
-          final_stats: bool = True) -> Adaptation:
+          final_stats: bool = True, head=None, adapted=None) -> Adaptation:
     """Adapt ``params`` (the meta-learned backbone tensors, no task axis) to ``T`` support
     sets ``support_x`` [T, n, H, W, C] (model input), ``support_y`` [T, n].
+
+    ``head``: the meta-learned linear head [W, b], or None for the prototype head
+    (``init_fast_weights``). ``adapted``: the indices of the fast weights the inner loop
+    adapts (all when None; ``--inner-params no_bn`` leaves BatchNorm's gamma and beta).
 
     After the last step, one forward pass over the support sets gives the BatchNorm
     statistics that ``classify`` applies to any image (and the final support losses).
@@ -185,11 +209,12 @@ def adapt(backbone, params: Sequence, support_x, support_y, ways, *, steps: int,
     ``final_stats=False`` skips the final support forward (``stats`` is then None): for
     ``query_logits``, which gets the same statistics in its own forward pass.
     """
-    fast = init_fast_weights(backbone, params, support_x, support_y, ways)
+    fast = init_fast_weights(backbone, params, support_x, support_y, ways, head)
     all_scales, support_losses = [], []
     for step in range(steps):
         fast, scales, loss = inner_step(backbone, update, step, fast, support_x, support_y,
-                                        first_order=first_order, observe=observe)
+                                        first_order=first_order, observe=observe,
+                                        adapted=adapted)
         all_scales.append(scales)
         support_losses.append(loss)
     stats = None
@@ -197,8 +222,9 @@ def adapt(backbone, params: Sequence, support_x, support_y, ways, *, steps: int,
         stats, loss = support_statistics(backbone, fast, support_x, support_y)
         support_losses.append(loss)
     tasks = tf.shape(support_y)[0]
+    num_adapted = len(fast) if adapted is None else len(adapted)
     scales = (tf.stack(all_scales, axis=1) if all_scales
-              else tf.zeros([tasks, 0, len(fast)], dtype=scale_dtype(fast)))
+              else tf.zeros([tasks, 0, num_adapted], dtype=scale_dtype(fast)))
     losses = (tf.stack(support_losses, axis=1) if support_losses
               else tf.zeros([tasks, 0], scales.dtype))
     return Adaptation(fast, stats, scales, losses)
@@ -242,11 +268,12 @@ def mean_scales(scales, dtype):
 
 
 def task_outputs(backbone, update, params, support_x, support_y, query_x, query_y, ways, *,
-                 steps: int, first_order: bool = False):
-    """Per-task query loss [T], query accuracy [T] and mean scale per tensor [T, L]:
+                 steps: int, first_order: bool = False, head=None, adapted=None):
+    """Per-task query loss [T], query accuracy [T] and mean scale per adapted tensor [T, L]:
     ``adapt`` then ``query_logits`` (``classify``'s logits in the same forward)."""
     adaptation = adapt(backbone, params, support_x, support_y, ways, steps=steps,
-                       update=update, first_order=first_order, final_stats=False)
+                       update=update, first_order=first_order, final_stats=False, head=head,
+                       adapted=adapted)
     logits = query_logits(backbone, adaptation.fast, support_x, query_x)
     losses, accuracies = query_metrics(logits, query_y)
     return losses, accuracies, mean_scales(adaptation.scales, losses.dtype)
@@ -254,7 +281,8 @@ def task_outputs(backbone, update, params, support_x, support_y, query_x, query_
 
 def recomputed_meta_gradients(backbone, update: UpdateRule, theta_variables, scale_variables,
                               cast, support_x, support_y, query_x, query_y, ways, *,
-                              steps: int, first_order: bool = False):
+                              steps: int, first_order: bool = False, head_variables=(),
+                              adapted=None):
     """The tasks' query losses and the gradients of their sum, recomputing each inner step
     backwards.
 
@@ -264,16 +292,18 @@ def recomputed_meta_gradients(backbone, update: UpdateRule, theta_variables, sca
     with the gradient of step ``j + 1`` (second order included, the inner tapes are rebuilt
     too): memory of one step's activations, about one more forward and inner backward per
     step. Returns ``(losses [T], accuracies [T], scales [T, L], theta grads, scale-network
-    grads)``, the gradients of ``sum_t losses[t]``.
+    grads)``, the gradients of ``sum_t losses[t]``, for the backbone's ``theta_variables``
+    and then the linear head's ``head_variables`` (none with the prototype head).
     """
     with tf.GradientTape() as init_tape:
         theta = [cast(v) for v in theta_variables]
-        fast = init_fast_weights(backbone, theta, support_x, support_y, ways)
+        head = [cast(v) for v in head_variables] or None
+        fast = init_fast_weights(backbone, theta, support_x, support_y, ways, head)
     path = [[tf.stop_gradient(f) for f in fast]]
     all_scales = []
     for step in range(steps):
         new, scales, _ = inner_step(backbone, update, step, path[-1], support_x, support_y,
-                                    first_order=first_order)
+                                    first_order=first_order, adapted=adapted)
         path.append([tf.stop_gradient(f) for f in new])
         all_scales.append(tf.stop_gradient(scales))
     with tf.GradientTape() as tape:
@@ -287,15 +317,17 @@ def recomputed_meta_gradients(backbone, update: UpdateRule, theta_variables, sca
         with tf.GradientTape() as tape:
             tape.watch(path[step])
             new, _, _ = inner_step(backbone, update, step, path[step], support_x, support_y,
-                                   first_order=first_order)
+                                   first_order=first_order, adapted=adapted)
         grads = tape.gradient(new, [*path[step], *scale_variables], output_gradients=upstream,
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
         upstream = grads[:len(new)]
         scale_grads = [a + g for a, g in zip(scale_grads, grads[len(new):], strict=True)]
-    theta_grads = init_tape.gradient(fast, list(theta_variables), output_gradients=upstream,
+    theta_grads = init_tape.gradient(fast, [*theta_variables, *head_variables],
+                                     output_gradients=upstream,
                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    num_adapted = len(fast) if adapted is None else len(adapted)
     scales = tf.stack(all_scales, axis=1) if all_scales else tf.zeros(
-        [tf.shape(support_y)[0], 0, len(fast)], losses.dtype)
+        [tf.shape(support_y)[0], 0, num_adapted], losses.dtype)
     return losses, accuracies, mean_scales(scales, losses.dtype), theta_grads, scale_grads
 
 

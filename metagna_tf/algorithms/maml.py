@@ -29,6 +29,7 @@ from metagna_tf.algorithms.inner_loop import (
 )
 from metagna_tf.config import Config
 from metagna_tf.models import build_backbone
+from metagna_tf.models.head import LinearHead, check_classes
 
 EPISODE_KEYS = ("support_x", "support_y", "query_x", "query_y")
 
@@ -62,9 +63,16 @@ class MetaLearner(keras.Model):
         self.config = config if isinstance(config, Config) else Config.from_saved(config)
         config = self.config
         self.backbone = build_backbone(config)
+        # MAML's meta-learned N-way head (--head linear); None: the prototype head
+        self.head = (LinearHead(self.backbone.feature_dim(config.image_size), config.ways,
+                                dtype=config.dtype, name="head")
+                     if config.head == "linear" else None)
         self.tensor_names = self.backbone.param_names + ["head_kernel", "head_bias"]
+        # the fast weights the inner loop adapts (--inner-params), and their names
+        self.adapted = adapted_indices(config, self.tensor_names)
+        self.scale_names = [self.tensor_names[i] for i in self.adapted]
         # the Arbiter (metagna) or the learned step sizes (maml_lslr); None otherwise
-        self.arbiter = make_scale_network(config, len(self.tensor_names))
+        self.arbiter = make_scale_network(config, len(self.scale_names))
         self.update_rule = make_update_rule(config, self.arbiter)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
@@ -74,7 +82,7 @@ class MetaLearner(keras.Model):
             # the mean over tensors for the progress bar; one per tensor for TensorBoard
             self.scale_mean_tracker = keras.metrics.Mean(name="arbiter_scale")
             self.scale_trackers = [keras.metrics.Mean(name=f"arbiter_{n}")
-                                   for n in self.tensor_names]
+                                   for n in self.scale_names]
         self.built = True
 
     # ---- the inner loop (inner_loop.py), T tasks at once -------------------------------
@@ -90,6 +98,25 @@ class MetaLearner(keras.Model):
         """The meta-learned backbone tensors in the compute precision."""
         return [tf.cast(p.value, self.config.compute_dtype) for p in self.backbone.params]
 
+    def head_params(self):
+        """The meta-learned linear head [W, b] in the compute precision (None: prototype head)."""
+        if self.head is None:
+            return None
+        return [tf.cast(p.value, self.config.compute_dtype) for p in self.head.params]
+
+    @property
+    def head_ways(self) -> int | None:
+        """The number of classes a linear head takes (None: any, the prototype head)."""
+        return None if self.head is None else self.head.ways
+
+    def inner_loop_args(self, ways):
+        """What ``inner_loop.adapt`` needs besides the data: the head and the adapted tensors.
+        A linear head takes its own number of classes only (a clear error otherwise)."""
+        if self.head is not None and isinstance(ways, int):
+            check_classes(self.head.ways, ways)
+        every = len(self.adapted) == len(self.tensor_names)
+        return {"head": self.head_params(), "adapted": None if every else self.adapted}
+
     def adapt(self, support_x, support_y, steps: int, first_order: bool = False,
               ways=None, inner_lr=None) -> Adaptation:
         """Adapt the meta-learned initialization to ``T`` support sets ``support_x``
@@ -99,10 +126,10 @@ class MetaLearner(keras.Model):
         known, as XLA needs it as a compile-time constant.
         """
         if ways is None:
-            ways = tf.reduce_max(support_y) + 1
+            ways = self.head_ways or tf.reduce_max(support_y) + 1
         return adapt(self.backbone.spec, self.theta(), tf.cast(support_x, self.config.compute_dtype),
                      support_y, ways, steps=steps, update=self.update_for(inner_lr),
-                     first_order=first_order)
+                     first_order=first_order, **self.inner_loop_args(ways))
 
     def classify(self, adaptation: Adaptation, images):
         """Logits [T, m, ways] of ``images`` [T, m, H, W, C] (model input) under an adaptation
@@ -119,10 +146,11 @@ class MetaLearner(keras.Model):
         """Per-task query loss [T], query accuracy [T] and mean scale per tensor [T, L]."""
         dtype = self.config.compute_dtype
         if ways is None:
-            ways = tf.reduce_max(support_y) + 1
+            ways = self.head_ways or tf.reduce_max(support_y) + 1
         return task_outputs(self.layout_spec(), self.update_for(inner_lr), self.theta(),
                             tf.cast(support_x, dtype), support_y, tf.cast(query_x, dtype),
-                            query_y, ways, steps=steps, first_order=first_order)
+                            query_y, ways, steps=steps, first_order=first_order,
+                            **self.inner_loop_args(ways))
 
     def scale_loss(self, loss):
         """The loss scaled for float16 (``mixed_float16``); the optimizer unscales the gradients."""
@@ -150,12 +178,14 @@ class MetaLearner(keras.Model):
             return losses, accs, scales, grads
         dtype = config.compute_dtype
         scale_vars = list(self.arbiter.trainable_variables) if self.arbiter is not None else []
+        head_vars = self.head.params if self.head is not None else []
         losses, accs, scales, theta_grads, scale_grads = recomputed_meta_gradients(
             self.layout_spec(), self.update_rule, self.backbone.params, scale_vars,
             lambda v: tf.cast(v.value, dtype), tf.cast(support_x, dtype), support_y,
             tf.cast(query_x, dtype), query_y, config.ways, steps=config.inner_steps,
-            first_order=config.first_order)
-        by_var = {id(v): g for v, g in zip([*self.backbone.params, *scale_vars],
+            first_order=config.first_order, head_variables=head_vars,
+            adapted=self.inner_loop_args(config.ways)["adapted"])
+        by_var = {id(v): g for v, g in zip([*self.backbone.params, *head_vars, *scale_vars],
                                            [*theta_grads, *scale_grads], strict=True)}
         factor = self.scale_loss(tf.constant(1.0, losses.dtype))
         grads = [tf.cast(by_var.get(id(v), tf.zeros_like(v)), v.dtype) * tf.cast(factor, v.dtype)
@@ -191,7 +221,7 @@ class MetaLearner(keras.Model):
         _, grads, loss_sum, acc_sum, scale_sum = tf.while_loop(
             lambda i, *_: i < num_tasks, body,
             [tf.constant(0), zeros, tf.zeros([], dtype), tf.zeros([], dtype),
-             tf.zeros([len(self.tensor_names)], dtype)])
+             tf.zeros([len(self.scale_names)], dtype)])
         n = tf.cast(num_tasks, dtype)
         return loss_sum / n, acc_sum / n, scale_sum / n, [g / tf.cast(n, g.dtype) for g in grads]
 
@@ -222,7 +252,7 @@ class MetaLearner(keras.Model):
         dtype = self.config.dtype
         return tf.map_fn(one, episodes,
                          fn_output_signature=(tf.TensorSpec([], dtype), tf.TensorSpec([], dtype),
-                                              tf.TensorSpec([len(self.tensor_names)], dtype)))
+                                              tf.TensorSpec([len(self.scale_names)], dtype)))
 
     def test_step(self, data):
         losses, accs, scales = self.episode_metrics(data, self.config.inner_steps_test,
@@ -265,3 +295,12 @@ class MetaLearner(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), "config": self.config.to_dict()}
+
+
+def adapted_indices(config: Config, tensor_names) -> list[int]:
+    """The indices of the fast weights the inner loop adapts: all (``--inner-params all``), or
+    all but BatchNorm's gamma and beta (``no_bn``: the convolution kernels and the head)."""
+    if config.inner_params == "all":
+        return list(range(len(tensor_names)))
+    return [i for i, name in enumerate(tensor_names) if "_gamma" not in name
+            and "_beta" not in name]

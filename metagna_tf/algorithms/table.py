@@ -16,6 +16,10 @@ ARBITER_KEYS = ("arbiter_hidden", "arbiter_embed", "arbiter_a_min", "arbiter_a_m
 STEP_SIZE_KEYS = ("arbiter_a_min", "arbiter_a_max", "arbiter_bound")
 GNA_KEYS = ("gna_direction",)
 SAMPLE_FEATURE_KEYS = ("gna_sample_grads",)  # how the Arbiter's per-sample features are taken
+# the Arbiter's two forms (arbiter.py) and the keys each reads besides arbiter_form:
+# per_tensor (ours: sample-aware features per tensor, a bounded factor on |g|) and joint (the
+# authors': standardized weight and gradient norms of all tensors, one MLP, the step's norm)
+ARBITER_FORM_KEYS = {"per_tensor": ARBITER_KEYS + SAMPLE_FEATURE_KEYS, "joint": ()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +38,11 @@ class Algorithm:
     first_order: bool
     summary: str
 
-    @property
-    def keys(self) -> frozenset[str]:
-        """The algorithm-specific config keys this algorithm reads."""
+    def keys(self, arbiter_form: str = "per_tensor") -> frozenset[str]:
+        """The algorithm-specific config keys this algorithm reads (with that Arbiter form)."""
         keys = set(GNA_KEYS) if self.update == "gna" else set()
         if self.scale_network == "arbiter":
-            keys |= set(ARBITER_KEYS) | set(SAMPLE_FEATURE_KEYS)
+            keys |= {"arbiter_form", *ARBITER_FORM_KEYS[arbiter_form]}
         elif self.scale_network == "step_sizes":
             keys |= set(STEP_SIZE_KEYS)
         return frozenset(keys)
@@ -58,7 +61,8 @@ ALGORITHM_TABLE: dict[str, Algorithm] = {a.name: a for a in (
 )}
 ALGORITHMS = tuple(ALGORITHM_TABLE)
 # every algorithm-specific key: a key that an algorithm does not read is inert for it
-ALGORITHM_KEYS = frozenset().union(*(a.keys for a in ALGORITHM_TABLE.values()))
+ALGORITHM_KEYS = frozenset().union(*(a.keys(form) for a in ALGORITHM_TABLE.values()
+                                    for form in ARBITER_FORM_KEYS))
 
 
 def algorithm(name: str) -> Algorithm:

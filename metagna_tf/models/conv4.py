@@ -33,7 +33,8 @@ import keras
 import tensorflow as tf
 
 BLOCKS = 4
-_ACTIVATIONS = {"relu": tf.nn.relu, "softplus": tf.nn.softplus}
+_ACTIVATIONS = {"relu": tf.nn.relu, "softplus": tf.nn.softplus,
+                "leaky_relu": lambda h: tf.nn.leaky_relu(h, alpha=0.01)}
 
 
 def to_task_layout(images):
@@ -270,7 +271,8 @@ class Conv4(keras.layers.Layer):
         filters: convolution filters per block (64 for Omniglot, 32 or 48 for 84x84).
         downsample: ``"stride"`` (stride-2 convolutions), ``"maxpool"`` or
             ``"avgpool"`` (2x2 pooling after each block).
-        activation: ``"relu"`` or ``"softplus"`` (smooth, for finite differences).
+        activation: ``"relu"``, ``"softplus"`` (smooth, for finite differences) or
+            ``"leaky_relu"`` (slope 0.01).
         feature_reduce: ``"mean"`` (spatial average) or ``"flatten"``.
         bn_eps: BatchNorm epsilon.
     """

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# The inner-loop study (docs/results.md, "When the inner loop does the adapting"): MAML, Meta-GNA
+# in the authors' form (joint Arbiter), Meta-GNA in ours (per-tensor Arbiter) and LSLR, all with
+# MAML's linear head, BatchNorm not adapted and 5 second-order inner steps in training and at
+# test, on Omniglot 5-way 1-shot, in-domain and cross-alphabet; then the same four with the
+# prototype head. Every phase resumes: rerun it after any interruption.
+#   METAGNA_DATA_DIR=../shared/data/omniglot bash tools/results_inner_loop.sh select [RUNS_DIR]
+#   METAGNA_DATA_DIR=../shared/data/omniglot bash tools/results_inner_loop.sh train [RUNS_DIR] [RUN...]
+#   METAGNA_DATA_DIR=../shared/data/omniglot bash tools/results_inner_loop.sh evaluate [RUNS_DIR] [PROTOCOL...]
+# select: each model's inner learning rate on the validation split (short runs, in-domain; the
+#   authors' beta sets a step's norm, ours multiplies the gradient, so the same number means
+#   different steps), then the authors' form's meta-batch and queries at its chosen beta; writes
+#   $record/selection_val.json (compare's paired record) and $record/chosen.txt.
+# train: the study's runs with the chosen rates (all, or the RUNs named), each resumable.
+# evaluate: paired comparisons per protocol (clean, occluded and wrong-label supports at 1 and
+#   5 shots; 0/1/5/10 test-time steps), written to $record.
+set -euo pipefail
+phase=${1:?usage: results_inner_loop.sh select|train|evaluate [RUNS_DIR]}
+runs=${2:-runs/inner_loop}
+selected=("${@:3}")
+record=${METAGNA_STUDY_RECORD:-docs/results/inner_loop}
+mkdir -p "$record" "$runs"
+# the method settings every model shares (the authors' form's, as paper_omniglot_5w1s)
+method=(--dataset omniglot --ways 5 --shots 1 --head linear --inner-params no_bn
+        --inner-steps 5 --inner-steps-test 5 --checkpoint-every 100 --verbose 2)
+# model name -> algorithm flags
+model_flags() {
+  case $1 in
+    maml) echo "--algorithm maml" ;;
+    authors) echo "--algorithm metagna --arbiter-form joint" ;;
+    ours) echo "--algorithm metagna --arbiter-form per_tensor" ;;
+    lslr) echo "--algorithm maml_lslr" ;;
+    *) echo "unknown model $1" >&2; return 2 ;;
+  esac
+}
+# selection: short runs, meta-batch 16, 1 query, 500 iterations; candidate inner rates per model
+select_budget=(--iterations 500 --meta-batch-size 16 --queries 1 --seed 0)
+candidates() {
+  case $1 in
+    authors) echo "0.01 0.1 0.4" ;;  # beta: the step's norm (theirs: 0.01 at 84x84)
+    *) echo "0.1 0.4" ;;             # a factor on the gradient (MAML's Omniglot rates)
+  esac
+}
+
+chosen() {  # model -> its chosen rate (after select)
+  awk -v m="$1" '$1 == m { print $2 }' "$record/chosen.txt"
+}
+
+# protocol/name model seed head [extra flags]: the study's runs, in training order
+rows() {
+  cat <<'RUNS'
+indomain/maml_seed0 maml 0 linear
+indomain/authors_seed0 authors 0 linear
+indomain/ours_seed0 ours 0 linear
+indomain/lslr_seed0 lslr 0 linear
+cross_alphabet/maml_seed0 maml 0 linear --config omniglot_cross_alphabet
+cross_alphabet/authors_seed0 authors 0 linear --config omniglot_cross_alphabet
+cross_alphabet/ours_seed0 ours 0 linear --config omniglot_cross_alphabet
+cross_alphabet/lslr_seed0 lslr 0 linear --config omniglot_cross_alphabet
+indomain/maml_seed1 maml 1 linear
+indomain/authors_seed1 authors 1 linear
+cross_alphabet/maml_seed1 maml 1 linear --config omniglot_cross_alphabet
+cross_alphabet/authors_seed1 authors 1 linear --config omniglot_cross_alphabet
+indomain/maml_seed2 maml 2 linear
+indomain/authors_seed2 authors 2 linear
+cross_alphabet/maml_seed2 maml 2 linear --config omniglot_cross_alphabet
+cross_alphabet/authors_seed2 authors 2 linear --config omniglot_cross_alphabet
+indomain/maml_proto_seed0 maml 0 proto
+indomain/authors_proto_seed0 authors 0 proto
+indomain/ours_proto_seed0 ours 0 proto
+indomain/lslr_proto_seed0 lslr 0 proto
+RUNS
+}
+
+# shellcheck source=tools/study_lib.sh
+source "$(dirname "$0")/study_lib.sh"
+
+train_one() {  # workdir model flags...: train (or resume) into workdir, log beside it
+  local work=$1
+  shift
+  mkdir -p "$(dirname "$work")"
+  python -m metagna_tf.train --workdir "$work" "$@" >> "$work.log" 2>&1 \
+    || echo "FAILED: $work (see $work.log)"
+}
+
+if [[ $phase == select ]]; then
+  dirs=()
+  for model in maml authors ours lslr; do
+    for lr in $(candidates "$model"); do
+      work="$runs/select/${model}_lr$lr"
+      # shellcheck disable=SC2046
+      finished "$work" || train_one "$work" "${method[@]}" $(model_flags "$model") \
+        --inner-lr "$lr" "${select_budget[@]}"
+      dirs+=("$work")
+    done
+  done
+  pair "$record/selection_val.json" --workdirs "${dirs[@]}" --split val --ways 5 --shots 1 \
+    --queries 5
+  python - "$record/selection_val.json" "$record/chosen.txt" <<'PY'
+import json, sys
+from collections import defaultdict
+from pathlib import Path
+models = json.loads(Path(sys.argv[1]).read_text())["models"]
+best = defaultdict(lambda: (-1.0, None))
+for entry in models.values() if isinstance(models, dict) else models:
+    name = Path(entry["workdir"]).name  # <model>_lr<rate>
+    model, rate = name.rsplit("_lr", 1)
+    if entry["accuracy"] > best[model][0]:
+        best[model] = (entry["accuracy"], rate)
+lines = [f"{m} {rate} {acc:.4f}" for m, (acc, rate) in sorted(best.items())]
+Path(sys.argv[2]).write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
+fi
+
+if [[ $phase == train ]]; then
+  [[ -f $record/chosen.txt ]] || { echo "run select first ($record/chosen.txt)" >&2; exit 2; }
+  names=" ${selected[*]} "
+  [[ ${#selected[@]} -gt 0 ]] || names=" $(rows | cut -d' ' -f1 | tr '\n' ' ') "
+  rows | while read -r name model seed head extra; do
+    [[ $names == *" $name "* ]] || continue
+    # shellcheck disable=SC2046,SC2086
+    train_one "$runs/$name" "${method[@]}" $(model_flags "$model") --inner-lr "$(chosen "$model")" \
+      --head "$head" --seed "$seed" --meta-batch-size 16 --queries 1 --iterations 3000 $extra
+  done
+fi
+
+if [[ $phase == evaluate ]]; then
+  protocols=("${selected[@]}")
+  [[ ${#protocols[@]} -gt 0 ]] || protocols=(indomain cross_alphabet)
+  for protocol in "${protocols[@]}"; do
+    compare "$protocol" 5w1s --ways 5 --shots 1 --queries 5
+    compare "$protocol" 5w5s --ways 5 --shots 5 --queries 5
+    for shots in 1 5; do
+      compare "$protocol" "5w${shots}s_occlusion0.2" --ways 5 --shots "$shots" --queries 5 \
+        --support-corruption occlusion --corruption-rate 0.2
+      compare "$protocol" "5w${shots}s_label0.2" --ways 5 --shots "$shots" --queries 5 \
+        --support-corruption label --corruption-rate 0.2
+    done
+    mapfile -t trained < <(finished_runs "$protocol")
+    if [[ ${#trained[@]} -gt 0 ]]; then  # the steps now matter: 0, 1, 5 and 10 test-time steps
+      pair "$record/${protocol}_steps_5w1s.json" --workdirs "${trained[@]}" \
+        --inner-steps 0 1 5 10 --ways 5 --shots 1 --queries 5
+    fi
+  done
+fi
