@@ -70,9 +70,9 @@ def main(argv=None) -> int:
 
     import numpy as np
     import tensorflow as tf
+    from bench import config_of  # the sibling script: tools/ is on sys.path when run as one
 
     from metagna_tf.checkpoints import build_model
-    from tools.bench import config_of
 
     config = config_of({"shape": args.shape, "config": {
         "algorithm": args.algorithm, "task_batching": args.task_batching}})
