@@ -123,12 +123,17 @@ def batch_norm(h, conv_in, gamma, beta, eps: float, *, n_stats=None, stats=None,
     else:
         mean, var = stats
     inv_std = tf.cast(tf.math.rsqrt(var + eps), h.dtype)
+    if taps is None:
+        # gamma * (h - mean) * inv_std + beta as one scale and one shift per task and channel:
+        # two elementwise passes over h (and its gradients) instead of four
+        scale = gamma * inv_std
+        out = h * scale + (beta - tf.cast(mean, h.dtype) * scale)
+        return out, (mean, var)
     xhat = (h - tf.cast(mean, h.dtype)) * inv_std
     out = xhat * gamma + beta
-    if taps is not None:
-        for key, value in (("conv_in", conv_in), ("xhat", xhat), ("inv_std", inv_std),
-                           ("bn_out", out)):
-            taps.setdefault(key, []).append(value)
+    for key, value in (("conv_in", conv_in), ("xhat", xhat), ("inv_std", inv_std),
+                       ("bn_out", out)):
+        taps.setdefault(key, []).append(value)
     return out, (mean, var)
 
 
