@@ -80,8 +80,16 @@ def step_size_scales(weights, features, step, *, num_steps: int, a_min: float, a
     return bounded_scale(tf.gather(log_scale, step), a_min, a_max, bound)
 
 
+class ScaleNetworkLayer(keras.layers.Layer):
+    """What the scale networks share: ``call`` runs the pure ``functional()`` on the layer's
+    ``scale_weights`` (an export runs the same function on its own copies)."""
+
+    def call(self, features, step=0):
+        return self.functional()([w.value for w in self.scale_weights], features, step)
+
+
 @keras.saving.register_keras_serializable(package="metagna_tf")
-class Arbiter(keras.layers.Layer):
+class Arbiter(ScaleNetworkLayer):
     """Maps sample-aware features of each weight tensor to a gradient-norm scale.
 
     Args:
@@ -145,9 +153,6 @@ class Arbiter(keras.layers.Layer):
                                  num_steps=self.num_steps, a_min=self.a_min, a_max=self.a_max,
                                  bound=self.bound, use_features=self.use_features)
 
-    def call(self, features, step):
-        return self.functional()([w.value for w in self.scale_weights], features, step)
-
     def get_config(self):
         return {**super().get_config(), "num_tensors": self.num_tensors,
                 "num_steps": self.num_steps, "hidden": self.hidden, "embed_dim": self.embed_dim,
@@ -156,7 +161,7 @@ class Arbiter(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="metagna_tf")
-class LearnedStepSizes(keras.layers.Layer):
+class LearnedStepSizes(ScaleNetworkLayer):
     """A learned scale per inner step and tensor, without inputs (the LSLR ablation).
 
     Args:
@@ -192,9 +197,6 @@ class LearnedStepSizes(keras.layers.Layer):
         return functools.partial(step_size_scales, num_steps=self.num_steps, a_min=self.a_min,
                                  a_max=self.a_max, bound=self.bound)
 
-    def call(self, features, step):
-        return self.functional()([w.value for w in self.scale_weights], features, step)
-
     def get_config(self):
         return {**super().get_config(), "num_tensors": self.num_tensors,
                 "num_steps": self.num_steps, "a_min": self.a_min, "a_max": self.a_max,
@@ -221,7 +223,7 @@ def _torch_linear_init(fan_in: int):
 
 
 @keras.saving.register_keras_serializable(package="metagna_tf")
-class JointArbiter(keras.layers.Layer):
+class JointArbiter(ScaleNetworkLayer):
     """The authors' Arbiter (``--arbiter-form joint``): one MLP over all adapted tensors.
 
     Input, per task and inner step: ``x = [|theta_1|..|theta_L|, |g_1|..|g_L|]`` standardized
@@ -261,9 +263,6 @@ class JointArbiter(keras.layers.Layer):
 
     def functional(self):
         return joint_arbiter_scales
-
-    def call(self, features, step=0):
-        return joint_arbiter_scales([w.value for w in self.scale_weights], features, step)
 
     def get_config(self):
         return {**super().get_config(), "num_tensors": self.num_tensors}
