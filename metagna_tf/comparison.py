@@ -16,8 +16,8 @@ import numpy as np
 
 from metagna_tf.baselines import baseline_accuracies
 from metagna_tf.checkpoints import load_trained
-from metagna_tf.data import EpisodeSampler, EpisodeSpec, load_pool
-from metagna_tf.evaluation import eval_batches, model_accuracies
+from metagna_tf.episode_setup import evaluation_episodes
+from metagna_tf.evaluation import model_accuracies
 from metagna_tf.metrics import mean_ci95, paired_difference
 
 # what makes two comparisons' episodes the same (with episodes_sha256 where both have it)
@@ -65,11 +65,10 @@ def compare(workdirs: Sequence[str], *, baselines: Sequence[str] = (),
                              f"{first.image_size}x{first.image_size}x{first.channels})")
     dataset = dataset or first.dataset
     protocol = protocol or first.protocol
-    spec = EpisodeSpec(ways or first.ways, shots or first.shots, queries or first.queries)
-    pool_config = first.replace(dataset=dataset, rotations=False, protocol=protocol)
-    pool = load_pool(dataset, split, pool_config, data_dir, download)
-    sampler = EpisodeSampler(pool, spec, source=f"{dataset} {split}")
-    batches = eval_batches(sampler, episodes, seed, corruption=corruption, rate=corruption_rate)
+    spec, batches = evaluation_episodes(
+        first, split=split, episodes=episodes, seed=seed, dataset=dataset, protocol=protocol,
+        ways=ways, shots=shots, queries=queries, corruption=corruption,
+        corruption_rate=corruption_rate, data_dir=data_dir, download=download)
     settings = {"dataset": dataset, "split": split, "protocol": protocol, "ways": spec.ways,
                 "shots": spec.shots, "queries": spec.queries, "episodes": episodes, "seed": seed,
                 "support_corruption": corruption,

@@ -131,14 +131,14 @@ def hyperparameters(space: dict[str, dict]) -> keras_tuner.HyperParameters:
 def objective_accuracy(workdir: Path, episodes: int, data_dir=None, download=False) -> float:
     """Mean query accuracy of the trial's final model on fixed validation episodes."""
     from metagna_tf.checkpoints import load_trained
-    from metagna_tf.data import EpisodeSampler, EpisodeSpec, load_pool
-    from metagna_tf.evaluation import eval_batches, model_accuracies
+    from metagna_tf.episode_setup import evaluation_episodes
+    from metagna_tf.evaluation import model_accuracies
 
     model, _ = load_trained(workdir, "latest")
     c = model.config
-    pool = load_pool(c.dataset, "val", c.replace(rotations=False), data_dir, download)
-    sampler = EpisodeSampler(pool, EpisodeSpec(c.ways, c.shots, c.queries), source="val")
-    batches = eval_batches(sampler, episodes, seed=OBJECTIVE_STREAM_SEED)
+    _, batches = evaluation_episodes(c, split="val", episodes=episodes,
+                                     seed=OBJECTIVE_STREAM_SEED, data_dir=data_dir,
+                                     download=download)
     return float(np.mean(model_accuracies(model, batches, c.inner_steps_test, c.ways)))
 
 
