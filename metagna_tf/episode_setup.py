@@ -15,6 +15,7 @@ Evaluation pools never carry the training augmentation (rotations).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -96,18 +97,54 @@ def eval_batches(sampler: EpisodeSampler, episodes: int, seed: int = 0,
     return batches
 
 
-def evaluation_episodes(config, *, split: str = "test", episodes: int = 600, seed: int = 0,
-                        dataset: str | None = None, protocol: str | None = None,
-                        ways: int | None = None, shots: int | None = None,
-                        queries: int | None = None, corruption: str = "none",
-                        corruption_rate: float = 0.0, data_dir=None, download: bool = False,
-                        pool: ClassPool | None = None) -> tuple[EpisodeSpec, list[Batch]]:
-    """The evaluation episodes of a model trained with ``config``: ``split`` of ``dataset``
-    under ``protocol`` (default: the config's), without rotations, episodes shaped as in
-    training unless ``ways``/``shots``/``queries`` say otherwise."""
-    config = config.replace(dataset=dataset or config.dataset, rotations=False,
-                            protocol=protocol or config.protocol)
-    spec = episode_spec(config, ways, shots, queries)
-    sampler = make_sampler(config, split, spec, data_dir=data_dir, download=download, pool=pool)
-    return spec, eval_batches(sampler, episodes, seed, corruption=corruption,
-                              rate=corruption_rate)
+@dataclasses.dataclass(frozen=True)
+class EvaluationSettings:
+    """Which evaluation episodes (evaluate's and compare's episode flags, ``cli.py``).
+
+    ``dataset``, ``protocol``, ``ways``, ``shots``, ``queries``: None for the model's own.
+    """
+
+    split: str = "test"
+    episodes: int = 600
+    seed: int = 0
+    dataset: str | None = None
+    protocol: str | None = None
+    ways: int | None = None
+    shots: int | None = None
+    queries: int | None = None
+    corruption: str = "none"
+    corruption_rate: float = 0.0
+
+
+@dataclasses.dataclass
+class EvaluationEpisodes:
+    """The episodes of ``EvaluationSettings`` for a model: ``config`` is the model's with the
+    evaluation's dataset and protocol and no rotations."""
+
+    config: object
+    settings: EvaluationSettings
+    spec: EpisodeSpec
+    batches: list[Batch]
+
+    def describe(self) -> dict:
+        """What makes these episodes these (recorded with every comparison)."""
+        s = self.settings
+        return {"dataset": self.config.dataset, "split": s.split, "protocol": self.config.protocol,
+                "ways": self.spec.ways, "shots": self.spec.shots, "queries": self.spec.queries,
+                "episodes": s.episodes, "seed": s.seed, "support_corruption": s.corruption,
+                "corruption_rate": s.corruption_rate if s.corruption != "none" else 0.0}
+
+
+def evaluation_episodes(config, settings: EvaluationSettings | None = None, *,
+                        data_dir=None, download: bool = False, pool: ClassPool | None = None
+                        ) -> EvaluationEpisodes:
+    """The evaluation episodes of a model trained with ``config`` (``pool``: the split's
+    images, already loaded; ``settings``: default ``EvaluationSettings()``)."""
+    s = settings = settings or EvaluationSettings()
+    config = config.replace(dataset=s.dataset or config.dataset, rotations=False,
+                            protocol=s.protocol or config.protocol)
+    spec = episode_spec(config, s.ways, s.shots, s.queries)
+    sampler = make_sampler(config, s.split, spec, data_dir=data_dir, download=download, pool=pool)
+    batches = eval_batches(sampler, s.episodes, s.seed, corruption=s.corruption,
+                           rate=s.corruption_rate)
+    return EvaluationEpisodes(config, settings, spec, batches)

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from metagna_tf.checkpoints import load_trained
 from metagna_tf.data.episodes import ClassPool
-from metagna_tf.episode_setup import evaluation_episodes
+from metagna_tf.episode_setup import EvaluationSettings, evaluation_episodes
 from metagna_tf.metrics import mean_ci95
 from metagna_tf.preprocessing import to_model_input
 
@@ -39,32 +39,30 @@ def model_accuracies(model, batches, steps: int, ways: int, inner_lr: float | No
     return np.concatenate(accs)
 
 
-def evaluate_workdir(workdir, *, dataset=None, data_dir=None, split="test", episodes=600,
-                     ways=None, shots=None, queries=None, inner_steps=None, seed=0,
-                     checkpoint="best", pool: ClassPool | None = None,
-                     download: bool = False, corruption: str = "none",
-                     corruption_rate: float = 0.0) -> dict:
-    """Evaluate a trained workdir; writes and returns the result JSON."""
+def evaluate_workdir(workdir, settings: EvaluationSettings | None = None, *,
+                     inner_steps: int | None = None, checkpoint: str = "best", data_dir=None,
+                     download: bool = False, pool: ClassPool | None = None) -> dict:
+    """Evaluate a trained workdir on the episodes of ``settings``; writes and returns the
+    result JSON."""
     model, info = load_trained(workdir, checkpoint)
     config = model.config
-    dataset = dataset or config.dataset
     steps = config.inner_steps_test if inner_steps is None else inner_steps
     if steps < 0:
         raise ValueError(f"inner steps must be at least 0, got {steps}")
-    spec, batches = evaluation_episodes(
-        config, split=split, episodes=episodes, seed=seed, dataset=dataset, ways=ways,
-        shots=shots, queries=queries, corruption=corruption, corruption_rate=corruption_rate,
-        data_dir=data_dir, download=download, pool=pool)
-    accs = model_accuracies(model, batches, steps, spec.ways)
+    episodes = evaluation_episodes(config, settings, data_dir=data_dir, download=download,
+                                   pool=pool)
+    accs = model_accuracies(model, episodes.batches, steps, episodes.spec.ways)
     mean, ci = mean_ci95(accs)
-    result = {"accuracy": mean, "ci95": ci, "episodes": int(accs.size), "ways": spec.ways,
-              "shots": spec.shots, "queries": spec.queries, "inner_steps": steps,
-              "algorithm": config.algorithm, "train_dataset": config.dataset,
-              "train_split": config.train_split, "eval_dataset": dataset, "split": split,
-              "seed": seed, "checkpoint": info["checkpoint"], "iteration": info["iteration"],
-              "protocol": config.protocol, "support_corruption": corruption,
-              "corruption_rate": corruption_rate if corruption != "none" else 0.0}
-    suffix = f"_{corruption}{corruption_rate:g}" if corruption != "none" else ""
-    name = f"eval_{dataset}_{split}_{spec.ways}w{spec.shots}s_{steps}steps{suffix}.json"
+    recorded = episodes.describe()
+    dataset = recorded.pop("dataset")
+    result = {"accuracy": mean, "ci95": ci, **recorded, "episodes": int(accs.size),
+              "inner_steps": steps, "algorithm": config.algorithm,
+              "train_dataset": config.dataset, "train_split": config.train_split,
+              "eval_dataset": dataset, "checkpoint": info["checkpoint"],
+              "iteration": info["iteration"]}
+    corruption, rate = result["support_corruption"], result["corruption_rate"]
+    suffix = f"_{corruption}{rate:g}" if corruption != "none" else ""
+    name = (f"eval_{dataset}_{result['split']}_{result['ways']}w{result['shots']}s_{steps}steps"
+            f"{suffix}.json")
     (Path(workdir) / name).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -131,14 +131,13 @@ def hyperparameters(space: dict[str, dict]) -> keras_tuner.HyperParameters:
 def objective_accuracy(workdir: Path, episodes: int, data_dir=None, download=False) -> float:
     """Mean query accuracy of the trial's final model on fixed validation episodes."""
     from metagna_tf.checkpoints import load_trained
-    from metagna_tf.episode_setup import evaluation_episodes
+    from metagna_tf.episode_setup import EvaluationSettings, evaluation_episodes
     from metagna_tf.evaluation import model_accuracies
 
     model, _ = load_trained(workdir, "latest")
     c = model.config
-    _, batches = evaluation_episodes(c, split="val", episodes=episodes,
-                                     seed=OBJECTIVE_STREAM_SEED, data_dir=data_dir,
-                                     download=download)
+    settings = EvaluationSettings(split="val", episodes=episodes, seed=OBJECTIVE_STREAM_SEED)
+    batches = evaluation_episodes(c, settings, data_dir=data_dir, download=download).batches
     return float(np.mean(model_accuracies(model, batches, c.inner_steps_test, c.ways)))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metagna_tf import episode_setup
+from metagna_tf import cli, compare, episode_setup
 from metagna_tf.comparison import fingerprint
 from metagna_tf.config import Config, base_config
 from metagna_tf.data import load_pool
@@ -62,21 +62,21 @@ def test_training_meta_batch_t_comes_from_the_config_seed_and_stream_0():
             np.testing.assert_array_equal(val[cycle]["query_y"], qy)
 
 
-# the comparisons in docs/results: their settings give back their recorded episodes_sha256
+# the comparisons in docs/results: their flags give back their recorded episodes
 @pytest.mark.parametrize("recorded", ["indomain_5w1s", "cross_alphabet_5w5s_label0.2",
                                       "indomain_5w5s_occlusion0.2", "indomain_bound_val_5w1s"])
 def test_recorded_evaluation_episodes_are_drawn_again(recorded, omniglot_dir):
     result = json.loads((RESULTS / f"{recorded}.json").read_text())
+    flags = ["--workdirs", "unused", "--dataset", result["dataset"], "--split", result["split"],
+             "--protocol", result["protocol"], "--episodes", result["episodes"], "--ways",
+             result["ways"], "--shots", result["shots"], "--queries", result["queries"],
+             "--seed", result["seed"], "--support-corruption", result["support_corruption"],
+             "--corruption-rate", result["corruption_rate"]]
+    settings = cli.evaluation_settings(compare.parse_args(list(map(str, flags))))
     config = base_config("omniglot_5w1s", "omniglot")  # the models' data settings
-    spec, batches = episode_setup.evaluation_episodes(
-        config, split=result["split"], episodes=result["episodes"], seed=result["seed"],
-        dataset=result["dataset"], protocol=result["protocol"], ways=result["ways"],
-        shots=result["shots"], queries=result["queries"],
-        corruption=result["support_corruption"], corruption_rate=result["corruption_rate"],
-        data_dir=omniglot_dir)
-    assert (spec.ways, spec.shots, spec.queries) == (result["ways"], result["shots"],
-                                                     result["queries"])
-    assert fingerprint(batches) == result["episodes_sha256"]
+    episodes = episode_setup.evaluation_episodes(config, settings, data_dir=omniglot_dir)
+    assert episodes.describe() == {k: result[k] for k in episodes.describe()}
+    assert fingerprint(episodes.batches) == result["episodes_sha256"]
 
 
 # recorded from training.py before the episode setup moved to episode_setup.py (5ba57eb)
@@ -104,8 +104,8 @@ def test_training_episodes_are_those_of_earlier_runs(seed, omniglot_dir):
 
 def test_evaluation_pools_never_rotate(omniglot_dir):
     config = base_config("omniglot_5w1s", "omniglot").replace(train_split="all")
-    _, batches = episode_setup.evaluation_episodes(config, split="all", episodes=1,
-                                                   data_dir=omniglot_dir)
+    settings = episode_setup.EvaluationSettings(split="all", episodes=1)
+    batches = episode_setup.evaluation_episodes(config, settings, data_dir=omniglot_dir).batches
     rotated = load_pool("omniglot", "all", config, omniglot_dir)
     plain = load_pool("omniglot", "all", config.replace(rotations=False), omniglot_dir)
     assert rotated.num_classes == 4 * plain.num_classes

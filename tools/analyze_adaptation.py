@@ -28,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 from metagna_tf.algorithms import algorithm  # noqa: E402
 from metagna_tf.algorithms.inner_loop import adapt, frozen_stats_sample_norms  # noqa: E402
 from metagna_tf.checkpoints import load_trained  # noqa: E402
-from metagna_tf.episode_setup import evaluation_episodes  # noqa: E402
+from metagna_tf.episode_setup import EvaluationSettings, evaluation_episodes  # noqa: E402
 from metagna_tf.preprocessing import to_model_input  # noqa: E402
 
 
@@ -154,9 +154,10 @@ def main() -> None:
     models = [load_trained(w)[0] for w in args.workdirs]
     first = models[0].config
     protocol = args.protocol or first.protocol
-    spec, batches = evaluation_episodes(first, split="test", episodes=args.episodes, seed=0,
-                                        protocol=protocol, ways=args.ways, shots=args.shots,
-                                        data_dir=args.data_dir)
+    settings = EvaluationSettings(episodes=args.episodes, protocol=protocol, ways=args.ways,
+                                  shots=args.shots)
+    chosen = evaluation_episodes(first, settings, data_dir=args.data_dir)
+    spec, batches = chosen.spec, chosen.batches
     episodes = [(sx, sy) for bx, by, _, _ in batches for sx, sy in zip(bx, by, strict=True)]
     results, traces = [], {}
     for name, model in zip(short_names(args.workdirs), models, strict=True):
