@@ -31,6 +31,7 @@ import keras_tuner
 import numpy as np
 
 from metagna_tf.config import Config
+from metagna_tf.json_files import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +53,7 @@ def load_space(path: str | Path | None, algorithm: str) -> dict[str, dict]:
     source = "search space"
     if path is not None:
         source = f"search space {path}"
-        try:
-            override = json.loads(Path(path).read_text())
-        except FileNotFoundError as err:
-            raise FileNotFoundError(f"{source}: no such file") from err
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{source}: not valid JSON ({err})") from err
-        if not isinstance(override, dict):
-            raise ValueError(f"{source}: expected a JSON object of config keys")
+        override = read_json_object(path, source, "a JSON object of config keys")
         for key, value in override.items():
             if value is None:
                 space.pop(key, None)

@@ -30,6 +30,7 @@ import tensorflow as tf
 from metagna_tf.data.images import ImageOptions
 from metagna_tf.models.conv4 import BLOCKS
 from metagna_tf.preprocessing import to_model_input
+from serving.inputs import checked_images
 
 ONNX_OPSET = 17
 
@@ -86,14 +87,7 @@ class AdaptedClassifier(tf.Module):
         return tf.nn.softmax(self.logits(to_model_input(images, self.dtype)))
 
     def _serving(self, images):
-        h, w, c = self.image_shape
-        check = tf.debugging.assert_equal(
-            tf.shape(images)[1:], tf.constant([h, w, c]),
-            message=f"images must be uint8 images of shape [n, {h}, {w}, {c}] (converted as in "
-                    "training; see docs/serving.md)")
-        with tf.control_dependencies([check]):
-            images = tf.ensure_shape(images, [None, h, w, c])
-        probabilities = self._probabilities(images)
+        probabilities = self._probabilities(checked_images(images, self.image_shape))
         label = tf.gather(self.names, tf.argmax(probabilities, axis=-1))
         return {"probabilities": probabilities, "label": label}
 
