@@ -22,7 +22,7 @@ def pixel_nn_accuracy(support_x, support_y, query_x, query_y) -> float:
 
 
 def baseline_accuracies(name: str, batches) -> np.ndarray:
-    """Per-episode accuracy of baseline ``name`` on ``evaluation.eval_batches`` batches."""
+    """Per-episode accuracy of baseline ``name`` on ``episode_setup.eval_batches`` batches."""
     if name != "pixel_nn":
         raise ValueError(f"unknown baseline {name!r}; known: {BASELINES}")
     return np.asarray([pixel_nn_accuracy(*episode) for sx, sy, qx, qy in batches

@@ -21,13 +21,11 @@ import json
 import sys
 from pathlib import Path
 
-from metagna_tf.cli import run
-from metagna_tf.evaluate import add_corruption_flags
+from metagna_tf import cli
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m metagna_tf.compare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None) -> argparse.Namespace:
+    p = cli.parser("metagna_tf.compare", __doc__)
     p.add_argument("--workdirs", nargs="+", required=True)
     p.add_argument("--pixel-nn", action="store_true", help="add the pixel nearest-neighbour "
                    "baseline")
@@ -35,18 +33,10 @@ def main(argv=None) -> None:
                    help="test-time inner steps (default: each model's inner_steps_test)")
     p.add_argument("--inner-lr", type=float, nargs="+",
                    help="test-time inner learning rates (default: each model's own)")
-    p.add_argument("--dataset", help="evaluation dataset (default: the first model's)")
+    cli.add_episode_flags(p, dataset_default="the first model's")
     p.add_argument("--protocol", choices=("standard", "cross_alphabet"),
                    help="class split protocol (default: the first model's)")
-    p.add_argument("--data-dir")
-    p.add_argument("--download", action="store_true")
-    p.add_argument("--split", default="test")
-    p.add_argument("--episodes", type=int, default=600)
-    p.add_argument("--ways", type=int)
-    p.add_argument("--shots", type=int)
-    p.add_argument("--queries", type=int)
-    p.add_argument("--seed", type=int, default=0, help="episode seed")
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    cli.add_checkpoint_flag(p)
     p.add_argument("--output", help="also write the JSON to this file")
     p.add_argument("--reuse", metavar="JSON", help="an earlier --output on the same episodes: "
                    "models in it (the same checkpoint contents, inner steps and learning rate) "
@@ -54,8 +44,11 @@ def main(argv=None) -> None:
     p.add_argument("--keep-earlier", action="store_true", help="with --reuse: keep its other "
                    "models too (unless from one of --workdirs), to extend a study whose earlier "
                    "run folders are gone")
-    add_corruption_flags(p)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     reuse = None
     if args.reuse:
         try:
@@ -68,14 +61,11 @@ def main(argv=None) -> None:
         raise ValueError("--keep-earlier needs --reuse JSON")
     from metagna_tf.comparison import compare, table
 
-    result = compare(args.workdirs, baselines=["pixel_nn"] if args.pixel_nn else [],
-                     inner_steps=args.inner_steps, inner_lrs=args.inner_lr, dataset=args.dataset,
-                     data_dir=args.data_dir,
-                     split=args.split, episodes=args.episodes, ways=args.ways, shots=args.shots,
-                     queries=args.queries, seed=args.seed, checkpoint=args.checkpoint,
-                     corruption=args.support_corruption, corruption_rate=args.corruption_rate,
-                     protocol=args.protocol, download=args.download, reuse=reuse,
-                     keep_earlier=args.keep_earlier)
+    result = compare(args.workdirs, cli.evaluation_settings(args),
+                     baselines=["pixel_nn"] if args.pixel_nn else [],
+                     inner_steps=args.inner_steps, inner_lrs=args.inner_lr,
+                     checkpoint=args.checkpoint, data_dir=args.data_dir,
+                     download=args.download, reuse=reuse, keep_earlier=args.keep_earlier)
     text = json.dumps(result)
     if args.output:  # written whole, then renamed: an interrupted run leaves the old file
         out = Path(args.output)
@@ -88,4 +78,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

@@ -16,8 +16,8 @@ import numpy as np
 
 from metagna_tf.baselines import baseline_accuracies
 from metagna_tf.checkpoints import load_trained
-from metagna_tf.data import EpisodeSampler, EpisodeSpec, load_pool
-from metagna_tf.evaluation import eval_batches, model_accuracies
+from metagna_tf.episode_setup import EvaluationSettings, evaluation_episodes
+from metagna_tf.evaluation import model_accuracies
 from metagna_tf.metrics import mean_ci95, paired_difference
 
 # what makes two comparisons' episodes the same (with episodes_sha256 where both have it)
@@ -35,15 +35,15 @@ def short_names(paths: Sequence[str]) -> list[str]:
     return [str(p) for p in paths]
 
 
-def compare(workdirs: Sequence[str], *, baselines: Sequence[str] = (),
-            inner_steps: Sequence[int] | None = None,
-            inner_lrs: Sequence[float] | None = None, dataset: str | None = None,
-            data_dir=None, split: str = "test", episodes: int = 600, ways: int | None = None,
-            shots: int | None = None, queries: int | None = None, seed: int = 0,
-            checkpoint: str = "best", corruption: str = "none", corruption_rate: float = 0.0,
-            protocol: str | None = None, download: bool = False,
-            reuse: dict | None = None, keep_earlier: bool = False) -> dict:
-    """``inner_steps``, ``inner_lrs``: test-time inner steps and learning rates (default: each
+def compare(workdirs: Sequence[str], settings: EvaluationSettings | None = None, *,
+            baselines: Sequence[str] = (), inner_steps: Sequence[int] | None = None,
+            inner_lrs: Sequence[float] | None = None, checkpoint: str = "best", data_dir=None,
+            download: bool = False, reuse: dict | None = None,
+            keep_earlier: bool = False) -> dict:
+    """Every model of ``workdirs`` (and each of ``baselines``) on the episodes of ``settings``
+    (default dataset and protocol: the first model's).
+
+    ``inner_steps``, ``inner_lrs``: test-time inner steps and learning rates (default: each
     model's own); every model is evaluated at each combination (at 0 steps once).
     ``reuse``: an earlier result on the same episodes; its models (the same checkpoint
     contents, by SHA-256, inner steps and learning rate) are taken from it instead of being evaluated
@@ -63,19 +63,10 @@ def compare(workdirs: Sequence[str], *, baselines: Sequence[str] = (),
             raise ValueError(f"{w}: trained on {c.dataset} {c.image_size}x{c.image_size}x"
                              f"{c.channels}, unlike {workdirs[0]} ({first.dataset} "
                              f"{first.image_size}x{first.image_size}x{first.channels})")
-    dataset = dataset or first.dataset
-    protocol = protocol or first.protocol
-    spec = EpisodeSpec(ways or first.ways, shots or first.shots, queries or first.queries)
-    pool_config = first.replace(dataset=dataset, rotations=False, protocol=protocol)
-    pool = load_pool(dataset, split, pool_config, data_dir, download)
-    sampler = EpisodeSampler(pool, spec, source=f"{dataset} {split}")
-    batches = eval_batches(sampler, episodes, seed, corruption=corruption, rate=corruption_rate)
-    settings = {"dataset": dataset, "split": split, "protocol": protocol, "ways": spec.ways,
-                "shots": spec.shots, "queries": spec.queries, "episodes": episodes, "seed": seed,
-                "support_corruption": corruption,
-                "corruption_rate": corruption_rate if corruption != "none" else 0.0,
-                "episodes_sha256": fingerprint(batches)}
-    earlier = reusable(reuse, settings) if reuse else {}
+    episodes = evaluation_episodes(first, settings, data_dir=data_dir, download=download)
+    spec, batches = episodes.spec, episodes.batches
+    record = episodes.describe() | {"episodes_sha256": fingerprint(batches)}
+    earlier = reusable(reuse, record) if reuse else {}
 
     entries = []
     digests = {w: checkpoint_sha256(info["checkpoint"]) for w, _, info in loaded}
@@ -123,7 +114,7 @@ def compare(workdirs: Sequence[str], *, baselines: Sequence[str] = (),
     pairs = [{"a": a["name"], "b": b["name"],
               "difference": paired_difference(a["accuracies"], b["accuracies"])}
              for i, a in enumerate(entries) for b in entries[i + 1:]]
-    return settings | {"models": models, "pairs": pairs}
+    return record | {"models": models, "pairs": pairs}
 
 
 def fingerprint(batches) -> str:

@@ -13,45 +13,25 @@ import argparse
 import json
 import sys
 
-from metagna_tf.cli import run
+from metagna_tf import cli
 
 
-def add_corruption_flags(p: argparse.ArgumentParser) -> None:
-    from metagna_tf.corruption import KINDS
-
-    p.add_argument("--support-corruption", choices=KINDS, default="none",
-                   help="damage a fraction of each episode's support images (seeded; the same "
-                   "for every model; see metagna_tf/corruption.py)")
-    p.add_argument("--corruption-rate", type=float, default=0.2,
-                   help="fraction of support images corrupted per episode (at least one)")
+def parse_args(argv=None) -> argparse.Namespace:
+    p = cli.parser("metagna_tf.evaluate", __doc__)
+    p.add_argument("--workdir", required=True)
+    cli.add_episode_flags(p, dataset_default="the training dataset")
+    p.add_argument("--inner-steps", type=int, help="default: the config's inner_steps_test")
+    cli.add_checkpoint_flag(p)
+    return p.parse_args(argv)
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m metagna_tf.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--dataset", help="evaluation dataset (default: the training dataset)")
-    p.add_argument("--data-dir", help="dataset folder (default as for train)")
-    p.add_argument("--download", action="store_true", help="fetch the dataset through TFDS")
-    p.add_argument("--split", default="test")
-    p.add_argument("--episodes", type=int, default=600)
-    p.add_argument("--ways", type=int)
-    p.add_argument("--shots", type=int)
-    p.add_argument("--queries", type=int)
-    p.add_argument("--inner-steps", type=int, help="default: the config's inner_steps_test")
-    p.add_argument("--seed", type=int, default=0, help="episode seed (same for every model)")
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
-    add_corruption_flags(p)
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     from metagna_tf.evaluation import evaluate_workdir
 
-    result = evaluate_workdir(args.workdir, dataset=args.dataset, data_dir=args.data_dir,
-                              split=args.split, episodes=args.episodes, ways=args.ways,
-                              shots=args.shots, queries=args.queries,
-                              inner_steps=args.inner_steps, seed=args.seed,
-                              checkpoint=args.checkpoint, download=args.download,
-                              corruption=args.support_corruption,
-                              corruption_rate=args.corruption_rate)
+    result = evaluate_workdir(args.workdir, cli.evaluation_settings(args),
+                              inner_steps=args.inner_steps, checkpoint=args.checkpoint,
+                              data_dir=args.data_dir, download=args.download)
     print(json.dumps(result))
     print(readable(result), file=sys.stderr)
 
@@ -67,4 +47,4 @@ def readable(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

@@ -1,47 +1,23 @@
 """Few-shot evaluation of a trained workdir: accuracy over episodes, mean and 95% CI.
 
-Test episodes come from ``np.random.default_rng([seed, 2, b])`` for batch ``b``
-with ``seed`` defaulting to 0 whatever the training seed, so every model is
-evaluated on the same episodes.
+The episodes are ``episode_setup.evaluation_episodes``: batch ``b`` comes from
+``np.random.default_rng([seed, 2, b])`` with ``seed`` defaulting to 0 whatever the
+training seed, so every model is evaluated on the same episodes.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from metagna_tf.checkpoints import load_trained
-from metagna_tf.corruption import corrupt_batch
-from metagna_tf.data import EpisodeSampler, EpisodeSpec, load_pool
 from metagna_tf.data.episodes import ClassPool
+from metagna_tf.episode_setup import EvaluationSettings, evaluation_episodes
 from metagna_tf.metrics import mean_ci95
 from metagna_tf.preprocessing import to_model_input
-
-EVAL_STREAM = 2
-
-
-def eval_batches(sampler: EpisodeSampler, episodes: int, seed: int = 0, batch_size: int = 20,
-                 corruption: str = "none", rate: float = 0.0) -> list[tuple]:
-    """The evaluation episodes as uint8 batches ``(sx, sy, qx, qy)``, the same for every model.
-
-    Batch ``b`` comes from ``np.random.default_rng([seed, EVAL_STREAM, b])``; a support
-    corruption (``corruption.py``) uses its own seeded generator, so it changes the support
-    sets of these very episodes and nothing else.
-    """
-    if episodes < 1:
-        raise ValueError(f"episodes must be at least 1, got {episodes}")
-    batches = []
-    for b in range(math.ceil(episodes / batch_size)):
-        n = min(batch_size, episodes - b * batch_size)
-        sx, sy, qx, qy = sampler.sample_batch(np.random.default_rng([seed, EVAL_STREAM, b]), n)
-        if corruption != "none":
-            sx, sy = corrupt_batch(sx, sy, corruption, rate, seed, b)
-        batches.append((sx, sy, qx, qy))
-    return batches
 
 
 def model_accuracies(model, batches, steps: int, ways: int, inner_lr: float | None = None
@@ -63,42 +39,30 @@ def model_accuracies(model, batches, steps: int, ways: int, inner_lr: float | No
     return np.concatenate(accs)
 
 
-def episode_accuracies(model, sampler: EpisodeSampler, episodes: int, steps: int, seed: int = 0,
-                       batch_size: int = 20, corruption: str = "none",
-                       rate: float = 0.0) -> np.ndarray:
-    """Query accuracy of each of ``episodes`` episodes after ``steps`` inner steps."""
-    batches = eval_batches(sampler, episodes, seed, batch_size, corruption, rate)
-    return model_accuracies(model, batches, steps, sampler.spec.ways)
-
-
-def evaluate_workdir(workdir, *, dataset=None, data_dir=None, split="test", episodes=600,
-                     ways=None, shots=None, queries=None, inner_steps=None, seed=0,
-                     checkpoint="best", pool: ClassPool | None = None,
-                     download: bool = False, corruption: str = "none",
-                     corruption_rate: float = 0.0) -> dict:
-    """Evaluate a trained workdir; writes and returns the result JSON."""
+def evaluate_workdir(workdir, settings: EvaluationSettings | None = None, *,
+                     inner_steps: int | None = None, checkpoint: str = "best", data_dir=None,
+                     download: bool = False, pool: ClassPool | None = None) -> dict:
+    """Evaluate a trained workdir on the episodes of ``settings``; writes and returns the
+    result JSON."""
     model, info = load_trained(workdir, checkpoint)
     config = model.config
-    dataset = dataset or config.dataset
-    spec = EpisodeSpec(ways or config.ways, shots or config.shots, queries or config.queries)
     steps = config.inner_steps_test if inner_steps is None else inner_steps
     if steps < 0:
         raise ValueError(f"inner steps must be at least 0, got {steps}")
-    if pool is None:
-        pool = load_pool(dataset, split, config.replace(dataset=dataset, rotations=False),
-                         data_dir, download)
-    sampler = EpisodeSampler(pool, spec, source=f"{dataset} {split}")
-    accs = episode_accuracies(model, sampler, episodes, steps, seed, corruption=corruption,
-                              rate=corruption_rate)
+    episodes = evaluation_episodes(config, settings, data_dir=data_dir, download=download,
+                                   pool=pool)
+    accs = model_accuracies(model, episodes.batches, steps, episodes.spec.ways)
     mean, ci = mean_ci95(accs)
-    result = {"accuracy": mean, "ci95": ci, "episodes": int(accs.size), "ways": spec.ways,
-              "shots": spec.shots, "queries": spec.queries, "inner_steps": steps,
-              "algorithm": config.algorithm, "train_dataset": config.dataset,
-              "train_split": config.train_split, "eval_dataset": dataset, "split": split,
-              "seed": seed, "checkpoint": info["checkpoint"], "iteration": info["iteration"],
-              "protocol": config.protocol, "support_corruption": corruption,
-              "corruption_rate": corruption_rate if corruption != "none" else 0.0}
-    suffix = f"_{corruption}{corruption_rate:g}" if corruption != "none" else ""
-    name = f"eval_{dataset}_{split}_{spec.ways}w{spec.shots}s_{steps}steps{suffix}.json"
+    recorded = episodes.describe()
+    dataset = recorded.pop("dataset")
+    result = {"accuracy": mean, "ci95": ci, **recorded, "episodes": int(accs.size),
+              "inner_steps": steps, "algorithm": config.algorithm,
+              "train_dataset": config.dataset, "train_split": config.train_split,
+              "eval_dataset": dataset, "checkpoint": info["checkpoint"],
+              "iteration": info["iteration"]}
+    corruption, rate = result["support_corruption"], result["corruption_rate"]
+    suffix = f"_{corruption}{rate:g}" if corruption != "none" else ""
+    name = (f"eval_{dataset}_{result['split']}_{result['ways']}w{result['shots']}s_{steps}steps"
+            f"{suffix}.json")
     (Path(workdir) / name).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -8,20 +8,18 @@ Prints JSON ``{"classes": [...], "predictions": [{"file", "label", "probabilitie
 
 from __future__ import annotations
 
-import argparse
 import json
 
-from metagna_tf.cli import run
+from metagna_tf import cli
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m metagna_tf.predict", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("metagna_tf.predict", __doc__)
     p.add_argument("--workdir", required=True)
     p.add_argument("--support", required=True, help="folder of class subfolders")
     p.add_argument("--query", required=True, nargs="+", help="image files or folders")
     p.add_argument("--inner-steps", type=int, help="default: the config's inner_steps_test")
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    cli.add_checkpoint_flag(p)
     args = p.parse_args(argv)
     from metagna_tf.prediction import predict_folder
 
@@ -30,4 +28,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

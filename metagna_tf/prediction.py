@@ -17,7 +17,7 @@ import tensorflow as tf
 from metagna_tf.algorithms.inner_loop import Adaptation
 from metagna_tf.checkpoints import load_trained
 from metagna_tf.data import image_options
-from metagna_tf.data.images import is_image_file, load_image
+from metagna_tf.data.images import ImageOptions, is_image_file, load_image
 from metagna_tf.models.head import check_classes
 from metagna_tf.preprocessing import to_model_input
 
@@ -45,7 +45,7 @@ def support_arrays(images_by_class: Mapping[str, Sequence[np.ndarray]]
     return classes, np.stack(images).astype(np.uint8), np.asarray(labels, np.int32)
 
 
-def read_support(support_dir: str | Path, options: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
+def read_support(support_dir: str | Path, options: ImageOptions) -> tuple[list[str], np.ndarray, np.ndarray]:
     """A folder of class subfolders (sorted by name) -> (class names, support_x, support_y)."""
     root = Path(support_dir)
     if not root.is_dir():
@@ -53,7 +53,7 @@ def read_support(support_dir: str | Path, options: dict) -> tuple[list[str], np.
     by_class = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
-        by_class[folder.name] = [load_image(path, **options) for path in files]
+        by_class[folder.name] = [load_image(path, options) for path in files]
     try:
         return support_arrays(by_class)
     except ValueError as err:
@@ -149,7 +149,7 @@ def predict_folder(workdir, support_dir, query_paths, inner_steps=None,
     options = image_options(model.config)
     classes, support_x, support_y = read_support(support_dir, options)
     files = expand_queries(query_paths)
-    query_x = np.stack([load_image(p, **options) for p in files])
+    query_x = np.stack([load_image(p, options) for p in files])
     predictor = Predictor(model, inner_steps)
     probs = predictor.predict(support_x, support_y, query_x)
     return prediction_json(classes, files, probs, predictor.steps)

@@ -15,20 +15,12 @@ import argparse
 import json
 import sys
 
-from metagna_tf.cli import run
+from metagna_tf import cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from metagna_tf.config import add_config_flags
-
-    p = argparse.ArgumentParser(prog="python -m metagna_tf.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("metagna_tf.train", __doc__)
     p.add_argument("--workdir", required=True, help="checkpoints, config.json, metrics, logs")
-    p.add_argument("--config", help="a preset name or a JSON file of config keys")
-    p.add_argument("--data-dir", help="dataset folder (default: $METAGNA_DATA_DIR; else TFDS's "
-                   "cached copy; else, for omniglot, the bundled minimal sets)")
-    p.add_argument("--download", action="store_true",
-                   help="fetch the dataset through TFDS (omniglot: the full set; cub)")
     p.add_argument("--split", dest="train_split",
                    help="classes to meta-train on: train (default) or all (cross-domain); "
                    "same as --train-split")
@@ -36,14 +28,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
                    default="default", help="tf.distribute: one device, all local devices, or "
                    "several machines (TF_CONFIG); see docs/scaling.md")
-    add_config_flags(p, exclude=("train_split",))
+    cli.add_training_flags(p, exclude=("train_split",))
     return p.parse_args(argv)
 
 
 def config_from_args(args: argparse.Namespace):
-    from metagna_tf import config as cfg
-
-    config = cfg.config_from_args(args, cfg.base_config(args.config, args.dataset))
+    config = cli.training_config(args)
     return config.replace(train_split=args.train_split) if args.train_split else config
 
 
@@ -61,4 +51,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

@@ -3,7 +3,7 @@
 The CLI, the tests and a notebook all call this function. Rerunning it on an
 existing workdir continues from the latest checkpoint with exactly the
 episodes an uninterrupted run would have drawn (meta-batch ``t`` comes from
-``np.random.default_rng([seed, t])``); a finished run is not retrained.
+``np.random.default_rng([seed, 0, t])``, ``episode_setup``); a finished run is not retrained.
 """
 
 from __future__ import annotations
@@ -19,13 +19,16 @@ import tensorflow as tf
 
 from metagna_tf.checkpoints import CONFIG_FILE, WorkdirCheckpoints, build_model
 from metagna_tf.config import Config
-from metagna_tf.data import EpisodeSampler, EpisodeSpec, load_pool
 from metagna_tf.distribution import distribute, is_chief, make_strategy
+from metagna_tf.episode_setup import (
+    training_dataset,
+    training_samplers,
+    validation_batches,
+    validation_dataset,
+)
 
 log = logging.getLogger(__name__)
 
-TRAIN_STREAM = 0
-VAL_STREAM = 1
 METRICS_FILE = "metrics.jsonl"
 # Keys that may differ when a workdir is trained further (everything else must match).
 # (the last three change how the same maths is computed)
@@ -49,18 +52,6 @@ def check_workdir_config(workdir: Path, config: Config) -> None:
         detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
         raise ValueError(f"--workdir {workdir} holds a run with a different config ({detail}); "
                          "use a new --workdir, or the same flags to resume")
-
-
-def make_samplers(config: Config, data_dir=None, download: bool = False
-                  ) -> tuple[EpisodeSampler, EpisodeSampler | None]:
-    spec = EpisodeSpec(config.ways, config.shots, config.queries)
-    train_pool = load_pool(config.dataset, config.train_split, config, data_dir, download)
-    train = EpisodeSampler(train_pool, spec, source=f"{config.dataset} {config.train_split}")
-    val = None
-    if config.val_episodes:
-        val_pool = load_pool(config.dataset, "val", config, data_dir, download)
-        val = EpisodeSampler(val_pool, spec, source=f"{config.dataset} val")
-    return train, val
 
 
 class ConciseProgbar(keras.callbacks.ProgbarLogger):
@@ -155,7 +146,7 @@ def train(config: Config, workdir: str | Path, data_dir=None, verbose="auto",
     chief = is_chief(distributed)
     check_workdir_config(workdir, config)
     set_global_determinism(config.seed)
-    train_sampler, val_sampler = make_samplers(config, data_dir, download)
+    train_sampler, val_sampler = training_samplers(config, data_dir, download)
     if chief:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / CONFIG_FILE).write_text(config.to_json() + "\n")
@@ -179,16 +170,13 @@ def train(config: Config, workdir: str | Path, data_dir=None, verbose="auto",
     if start:
         log.info("%s: resuming from iteration %d", workdir, start)
 
-    dtype = config.dtype
-    train_ds = distribute(distributed, lambda replicas: train_sampler.dataset(
-        (config.seed, TRAIN_STREAM), start, config.meta_batch_size, dtype=dtype,
-        replicas=replicas))
+    train_ds = distribute(distributed, lambda replicas: training_dataset(
+        train_sampler, config, start, replicas))
     val_ds, batches = None, None
     if val_sampler is not None:
-        batches = math.ceil(config.val_episodes / config.meta_batch_size)
-        val_ds = distribute(distributed, lambda replicas: val_sampler.dataset(
-            (config.seed, VAL_STREAM), 0, config.meta_batch_size, count=batches, dtype=dtype,
-            replicas=replicas).cache().repeat())
+        batches = validation_batches(config)
+        val_ds = distribute(distributed, lambda replicas: validation_dataset(
+            val_sampler, config, replicas))
     every = config.checkpoint_every
     rows = read_metrics(workdir)
     bookkeeping = _Bookkeeping(ckpts, config.iterations, metrics_path if chief else None,

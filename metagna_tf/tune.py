@@ -15,22 +15,15 @@ With --tuner hyperband, --iterations-per-trial is the largest budget of a trial.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from metagna_tf.cli import run
+from metagna_tf import cli
 
 
 def main(argv=None) -> None:
-    from metagna_tf.config import add_config_flags
-
-    p = argparse.ArgumentParser(prog="python -m metagna_tf.tune", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("metagna_tf.tune", __doc__)
     p.add_argument("--workdir", required=True, help="the search's folder")
-    p.add_argument("--config", help="a preset name or a JSON file of config keys")
-    p.add_argument("--data-dir", help="dataset folder (default as for train)")
-    p.add_argument("--download", action="store_true", help="fetch the dataset through TFDS")
     p.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="random")
     p.add_argument("--trials", type=int, default=10, help="number of trials (random, bayesian)")
     p.add_argument("--iterations-per-trial", type=int, default=500)
@@ -38,12 +31,11 @@ def main(argv=None) -> None:
                    help="validation episodes scoring each trial (the same for every trial)")
     p.add_argument("--space", help="JSON file overriding the search space")
     p.add_argument("--verbose", default="0", help="Keras verbosity of each trial: 0, 1 or 2")
-    add_config_flags(p, exclude=("iterations",))
+    cli.add_training_flags(p, exclude=("iterations",))
     args = p.parse_args(argv)
-    from metagna_tf import config as cfg
     from metagna_tf.tuning import tune
 
-    base = cfg.config_from_args(args, cfg.base_config(args.config, args.dataset))
+    base = cli.training_config(args)
     result = tune(base, args.workdir, tuner=args.tuner, trials=args.trials,
                   iterations_per_trial=args.iterations_per_trial, space_file=args.space,
                   objective_episodes=args.objective_episodes, data_dir=args.data_dir,
@@ -54,4 +46,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

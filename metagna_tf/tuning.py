@@ -31,6 +31,7 @@ import keras_tuner
 import numpy as np
 
 from metagna_tf.config import Config
+from metagna_tf.json_files import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +53,7 @@ def load_space(path: str | Path | None, algorithm: str) -> dict[str, dict]:
     source = "search space"
     if path is not None:
         source = f"search space {path}"
-        try:
-            override = json.loads(Path(path).read_text())
-        except FileNotFoundError as err:
-            raise FileNotFoundError(f"{source}: no such file") from err
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{source}: not valid JSON ({err})") from err
-        if not isinstance(override, dict):
-            raise ValueError(f"{source}: expected a JSON object of config keys")
+        override = read_json_object(path, source, "a JSON object of config keys")
         for key, value in override.items():
             if value is None:
                 space.pop(key, None)
@@ -131,14 +125,13 @@ def hyperparameters(space: dict[str, dict]) -> keras_tuner.HyperParameters:
 def objective_accuracy(workdir: Path, episodes: int, data_dir=None, download=False) -> float:
     """Mean query accuracy of the trial's final model on fixed validation episodes."""
     from metagna_tf.checkpoints import load_trained
-    from metagna_tf.data import EpisodeSampler, EpisodeSpec, load_pool
-    from metagna_tf.evaluation import eval_batches, model_accuracies
+    from metagna_tf.episode_setup import EvaluationSettings, evaluation_episodes
+    from metagna_tf.evaluation import model_accuracies
 
     model, _ = load_trained(workdir, "latest")
     c = model.config
-    pool = load_pool(c.dataset, "val", c.replace(rotations=False), data_dir, download)
-    sampler = EpisodeSampler(pool, EpisodeSpec(c.ways, c.shots, c.queries), source="val")
-    batches = eval_batches(sampler, episodes, seed=OBJECTIVE_STREAM_SEED)
+    settings = EvaluationSettings(split="val", episodes=episodes, seed=OBJECTIVE_STREAM_SEED)
+    batches = evaluation_episodes(c, settings, data_dir=data_dir, download=download).batches
     return float(np.mean(model_accuracies(model, batches, c.inner_steps_test, c.ways)))
 
 

@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from metagna_tf.data.images import ImageOptions
 from metagna_tf.models.conv4 import BLOCKS
 from metagna_tf.preprocessing import to_model_input
+from serving.inputs import checked_images
 
 ONNX_OPSET = 17
-PREPROCESSING_KEYS = ("image_size", "channels", "invert")
 
 
 class AdaptedClassifier(tf.Module):
@@ -48,9 +49,7 @@ class AdaptedClassifier(tf.Module):
 
     def __init__(self, spec, adaptation, class_names, info: dict, dtype="float32"):
         super().__init__(name="adapted_classifier")
-        missing = [k for k in PREPROCESSING_KEYS if k not in info]
-        if missing:
-            raise ValueError(f"AdaptedClassifier: info lacks {missing}")
+        options = ImageOptions.from_info(info, "AdaptedClassifier info")
         fast, stats = adaptation.fast, adaptation.stats
         num_classes = int(fast[-1].shape[0])
         if len(class_names) != num_classes:
@@ -61,7 +60,7 @@ class AdaptedClassifier(tf.Module):
         self._metadata_json = json.dumps({"classes": list(self.class_list), **info},
                                          default=lambda v: v.item() if isinstance(v, np.generic)
                                          else str(v))
-        self.image_shape = (int(info["image_size"]), int(info["image_size"]), int(info["channels"]))
+        self.image_shape = options.shape
         self.dtype = tf.as_dtype(dtype)
         self._spec = spec
         folded = spec.fold(fast[:-2], stats)
@@ -88,14 +87,7 @@ class AdaptedClassifier(tf.Module):
         return tf.nn.softmax(self.logits(to_model_input(images, self.dtype)))
 
     def _serving(self, images):
-        h, w, c = self.image_shape
-        check = tf.debugging.assert_equal(
-            tf.shape(images)[1:], tf.constant([h, w, c]),
-            message=f"images must be uint8 images of shape [n, {h}, {w}, {c}] (converted as in "
-                    "training; see docs/serving.md)")
-        with tf.control_dependencies([check]):
-            images = tf.ensure_shape(images, [None, h, w, c])
-        probabilities = self._probabilities(images)
+        probabilities = self._probabilities(checked_images(images, self.image_shape))
         label = tf.gather(self.names, tf.argmax(probabilities, axis=-1))
         return {"probabilities": probabilities, "label": label}
 
@@ -185,7 +177,7 @@ def write_classes(classifier: AdaptedClassifier, path: str | Path) -> Path:
 def read_onnx_metadata(session) -> dict:
     """Class names and preprocessing from an onnxruntime session's model metadata."""
     meta = session.get_modelmeta().custom_metadata_map
-    missing = [k for k in ("classes", *PREPROCESSING_KEYS) if k not in meta]
+    missing = [k for k in ("classes", *ImageOptions.KEYS) if k not in meta]
     if missing:
         raise ValueError(f"the ONNX model lacks metadata {missing}; was it written by "
                          "serving.export_adapted?")

@@ -50,8 +50,9 @@ def build_app(model, examples=None, limits=None):
 
     limits = limits or h.Limits()
     allowed = h.upload_folders() + ([examples.folder] if examples else [])
-    desc = (f"Model: **{model.algorithm}**, {model.options['size']}x{model.options['size']}x"
-            f"{model.options['channels']} inputs, {model.inner_steps} inner steps "
+    size, channels = model.options.image_size, model.options.channels
+    desc = (f"Model: **{model.algorithm}**, {size}x{size}x{channels} inputs, "
+            f"{model.inner_steps} inner steps "
             f"(`{model.source}`).")
 
     with gr.Blocks(title="Meta-GNA few-shot classifier") as demo:

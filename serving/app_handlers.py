@@ -85,7 +85,7 @@ def read_upload(path: str, model: AppModel, allowed: Sequence[Path], limits: Lim
                 ) -> np.ndarray:
     checked = check_upload(path, allowed, limits)
     try:
-        return decode_image(checked.read_bytes(), checked.name, **model.options)
+        return decode_image(checked.read_bytes(), checked.name, model.options)
     except ImageError as err:
         raise gr.Error(f"{err}; upload a PNG, JPEG, GIF, BMP, TIFF or WebP image") from err
 
@@ -174,7 +174,7 @@ def camera_array(image, model: AppModel) -> np.ndarray:
     if array.dtype != np.uint8:
         array = np.clip(array, 0, 255).astype(np.uint8)
     pil = Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array)
-    return to_model_array(pil, **model.options)
+    return to_model_array(pil, model.options)
 
 
 def top_classes(probabilities: np.ndarray, class_names: Sequence[str], k: int = 3

@@ -23,6 +23,7 @@ import tensorflow as tf
 from metagna_tf.algorithms import algorithm
 from metagna_tf.algorithms.inner_loop import Adaptation
 from metagna_tf.config import Config
+from metagna_tf.data.images import ImageOptions
 from metagna_tf.models.conv4 import BLOCKS, Conv4Spec
 
 
@@ -46,12 +47,12 @@ class AdaptedState:
 class AppModel(abc.ABC):
     """Adapt and classify uint8 images; see the module docstring."""
 
-    def __init__(self, config: Config, tensor_names: list[str], inner_steps: int, options: dict,
-                 source: str):
+    def __init__(self, config: Config, tensor_names: list[str], inner_steps: int,
+                 options: ImageOptions, source: str):
         self.config = config
         self.tensor_names = list(tensor_names)
         self.inner_steps = int(inner_steps)
-        self.options = options  # {"size", "channels", "invert"} for data.images
+        self.options = options  # how an uploaded image becomes the model's input
         self.source = source
         self.spec = Conv4Spec(config.downsample, config.activation, config.feature_reduce,
                               config.bn_eps)
@@ -108,8 +109,7 @@ class AppModel(abc.ABC):
         """The session's adapted classifier as a ``serving.adapted.AdaptedClassifier``."""
         from serving.adapted import AdaptedClassifier
 
-        info = {"image_size": self.options["size"], "channels": self.options["channels"],
-                "invert": self.options["invert"], "algorithm": self.algorithm,
+        info = {**self.options.as_dict(), "algorithm": self.algorithm,
                 "inner_steps": self.inner_steps, "source": self.source}
         return AdaptedClassifier(self.spec, state.adaptation(), state.class_names, info,
                                  self.config.dtype)
@@ -120,7 +120,7 @@ def _accuracy(probabilities, labels) -> float:
 
 
 class _WorkdirModel(AppModel):
-    def __init__(self, model, inner_steps: int, options: dict, source: str):
+    def __init__(self, model, inner_steps: int, options: ImageOptions, source: str):
         super().__init__(model.config, model.tensor_names, inner_steps, options, source)
         from metagna_tf.prediction import Predictor
 
@@ -140,9 +140,9 @@ class _WorkdirModel(AppModel):
 
 class _ExportModel(AppModel):
     def __init__(self, version_dir: Path, info: dict):
-        config = Config.from_saved(info["config"], source=f"{version_dir} model_info.json")
-        options = {"size": int(info["image_size"]), "channels": int(info["channels"]),
-                   "invert": bool(info["invert"])}
+        source = f"{version_dir} model_info.json"
+        config = Config.from_saved(info["config"], source=source)
+        options = ImageOptions.from_info(info, source)
         super().__init__(config, info["tensor_names"], info["inner_steps"], options,
                          str(version_dir))
         self.stat_names = list(info["stat_names"])

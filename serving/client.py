@@ -20,10 +20,14 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from metagna_tf.cli import run
+from metagna_tf import cli
+
+if TYPE_CHECKING:
+    from metagna_tf.data.images import ImageOptions
 
 SIGNATURE = "adapt_and_predict"
 
@@ -61,18 +65,22 @@ def post_predict(url: str, body: Mapping, timeout: float = 120.0) -> dict:
     return outputs
 
 
-def preprocessing(model_dir=None, image_size=None, channels=None, invert=None) -> dict:
+def preprocessing(model_dir=None, image_size=None, channels=None, invert=None) -> ImageOptions:
     """The conversion settings: from an exported folder, else all three given explicitly."""
+    from metagna_tf.data.images import ImageOptions
+
     if model_dir is not None:
         from serving.versions import read_info
 
-        info = read_info(model_dir)
-        return {"size": int(info["image_size"]), "channels": int(info["channels"]),
-                "invert": bool(info["invert"])}
+        return ImageOptions.from_info(read_info(model_dir), f"{model_dir} model_info.json")
     if image_size is None or channels is None or invert is None:
-        raise ValueError("give the exported model folder, or the image size, channels and "
-                         "inversion, so images are converted as in training")
-    return {"size": int(image_size), "channels": int(channels), "invert": bool(invert)}
+        raise ValueError("give the exported model folder (--model), or the image size, channels "
+                         "and inversion (--image-size, --channels and --invert/--no-invert), so "
+                         "images are converted as in training")
+    try:
+        return ImageOptions(int(image_size), int(channels), bool(invert))
+    except ValueError as err:
+        raise ValueError(f"--image-size {image_size} --channels {channels}: {err}") from err
 
 
 def adapt_and_predict(url: str, classes: Sequence[str], support_x, support_y, query_x,
@@ -87,8 +95,7 @@ def adapt_and_predict(url: str, classes: Sequence[str], support_x, support_y, qu
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m serving.client", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("serving.client", __doc__)
     p.add_argument("--url", help="model URL, e.g. http://localhost:8501/v1/models/metagna "
                    "(required unless --print-body)")
     p.add_argument("--support", required=True, help="folder of class subfolders of images")
@@ -109,13 +116,13 @@ def main(argv=None) -> None:
     try:
         options = preprocessing(args.model, args.image_size, args.channels, args.invert)
     except ValueError as err:
-        p.error(f"{err}: pass --model, or --image-size, --channels and --invert/--no-invert")
+        p.error(str(err))
     try:
         classes, support_x, support_y = read_support(args.support, options)
     except (ValueError, FileNotFoundError) as err:
         raise type(err)(f"--support: {err}") from err
     files = expand_queries(args.query)
-    query_x = np.stack([load_image(f, **options) for f in files])
+    query_x = np.stack([load_image(f, options) for f in files])
     if args.print_body:
         print(json.dumps(request_body(support_x, support_y, len(classes), query_x)))
         return
@@ -124,4 +131,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

@@ -35,8 +35,7 @@ def export_meta_model(model, output: str | Path, *, version: int | None = None,
     info = {
         "format": "metagna-tf meta-model",
         "signatures": ["adapt_and_predict", "adapt", "classify", "serving_default"],
-        "image_size": options["size"], "channels": options["channels"],
-        "invert": options["invert"], "dtype": config.dtype, "algorithm": config.algorithm,
+        **options.as_dict(), "dtype": config.dtype, "algorithm": config.algorithm,
         "inner_steps": steps, "tensor_names": module.tensor_names,
         "head_ways": module.head_ways,  # None: any number of classes (prototype head)
         "stat_names": module.stat_names, "source": source or {}, "config": config.to_dict(),

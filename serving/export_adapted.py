@@ -38,8 +38,7 @@ def adapted_classifier(model, class_names, support_x, support_y, inner_steps: in
     steps = predictor.steps
     adaptation = predictor.adapt(support_x, support_y, len(class_names))
     options = image_options(config)
-    info = {"image_size": options["size"], "channels": options["channels"],
-            "invert": options["invert"], "algorithm": config.algorithm, "inner_steps": steps,
+    info = {**options.as_dict(), "algorithm": config.algorithm, "inner_steps": steps,
             "source": source or {}}
     return AdaptedClassifier(model.backbone.spec, adaptation, class_names, info, config.dtype)
 

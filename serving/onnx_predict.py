@@ -9,10 +9,9 @@ recorded in the model's metadata.
 
 from __future__ import annotations
 
-import argparse
 import json
 
-from metagna_tf.cli import run
+from metagna_tf import cli
 
 
 class OnnxClassifier:
@@ -21,6 +20,7 @@ class OnnxClassifier:
     def __init__(self, path, threads: int | None = None):
         import onnxruntime as ort
 
+        from metagna_tf.data.images import ImageOptions
         from serving.adapted import read_onnx_metadata
 
         options = ort.SessionOptions()
@@ -33,11 +33,7 @@ class OnnxClassifier:
             raise ValueError(f"{path}: not a loadable ONNX model ({err})") from err
         self.meta = read_onnx_metadata(self.session)
         self.classes = list(self.meta["classes"])
-
-    @property
-    def image_options(self) -> dict:
-        return {"size": int(self.meta["image_size"]), "channels": int(self.meta["channels"]),
-                "invert": bool(self.meta["invert"])}
+        self.options = ImageOptions.from_info(self.meta, f"{path} metadata")
 
     def probabilities(self, images):
         """uint8 images (n, H, W, C), converted as in training -> (n, classes) probabilities."""
@@ -45,8 +41,7 @@ class OnnxClassifier:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m serving.onnx_predict", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("serving.onnx_predict", __doc__)
     p.add_argument("--model", required=True, help="model.onnx written by serving.export_adapted")
     p.add_argument("--query", required=True, nargs="+", help="image files or folders")
     args = p.parse_args(argv)
@@ -57,10 +52,10 @@ def main(argv=None) -> None:
 
     classifier = OnnxClassifier(args.model)
     files = expand_queries(args.query)
-    images = np.stack([load_image(f, **classifier.image_options) for f in files])
+    images = np.stack([load_image(f, classifier.options) for f in files])
     print(json.dumps(prediction_json(classifier.classes, files, classifier.probabilities(images),
                                      classifier.meta.get("inner_steps", 0))))
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

@@ -252,3 +252,33 @@ def test_the_closing_sentence_reads_minutes_and_runs_without_validation():
     assert readable_summary(summary) == (
         "runs/x: 300 iterations in 1 h 2 min; validation accuracy 90.0%, best 92.5% in "
         "runs/x/best/ckpt-250 (all metrics: metrics.jsonl, TensorBoard).")
+
+
+def test_evaluate_and_compare_share_their_episode_flags():
+    from metagna_tf import cli as cli_module
+    from metagna_tf import compare, evaluate
+    from metagna_tf.episode_setup import EvaluationSettings
+
+    flags = ["--dataset", "omniglot", "--split", "val", "--episodes", "40", "--ways", "20",
+             "--shots", "5", "--queries", "3", "--seed", "4", "--support-corruption", "label",
+             "--corruption-rate", "0.4", "--checkpoint", "latest", "--data-dir", "d",
+             "--download"]
+    a = evaluate.parse_args(["--workdir", "w", *flags])
+    b = compare.parse_args(["--workdirs", "w", "v", *flags])
+    expected = EvaluationSettings(split="val", episodes=40, seed=4, dataset="omniglot",
+                                  ways=20, shots=5, queries=3, corruption="label",
+                                  corruption_rate=0.4)
+    assert cli_module.evaluation_settings(a) == cli_module.evaluation_settings(b) == expected
+    for args in (a, b):
+        assert (args.checkpoint, args.data_dir, args.download) == ("latest", "d", True)
+    protocol = compare.parse_args(["--workdirs", "w", "--protocol", "cross_alphabet"])
+    assert cli_module.evaluation_settings(protocol).protocol == "cross_alphabet"
+    assert cli_module.evaluation_settings(evaluate.parse_args(["--workdir", "w"])) == \
+        EvaluationSettings(corruption_rate=0.2)  # the flag's default, unused without corruption
+    # compare.py stands alone: it loads no other command's module
+    code = "import sys, metagna_tf.compare; print(sorted(m for m in sys.modules " \
+           "if m in ('metagna_tf.evaluate', 'metagna_tf.train', 'metagna_tf.predict', " \
+           "'metagna_tf.tune')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "[]"

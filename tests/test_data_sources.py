@@ -21,7 +21,7 @@ from metagna_tf.data import (
     load_pool,
     mini_imagenet,
 )
-from metagna_tf.data.images import ImageError, load_image
+from metagna_tf.data.images import ImageError, ImageOptions, load_image
 from tests.fixtures_images import (
     PER_CLASS,
     SIZE,
@@ -133,7 +133,7 @@ def test_cub_folder_tgz_and_chen_json_agree(tmp_path, caplog):
     inner = cub.load(raw / "CUB_200_2011", "test", image_size=10, channels=3)
     np.testing.assert_array_equal(inner.images, by_split["test"].images)
     cmyk = raw / "CUB_200_2011/images/004.Bird_4/Bird_4_0001.jpg"
-    np.testing.assert_array_equal(by_split["test"].images[1], load_image(cmyk, 10, 3))
+    np.testing.assert_array_equal(by_split["test"].images[1], load_image(cmyk, ImageOptions(10, 3)))
 
     with caplog.at_level(logging.WARNING):
         packed = cub.load(make_cub_tgz(tmp_path / "tgz", evil=True), "test", image_size=10,
@@ -190,7 +190,7 @@ def test_folder_any_format_mode_and_size(tmp_path, channels):
     assert pool.images.shape == (4 * PER_CLASS, 14, 14, channels)
     for name, idx in zip(pool.class_names, pool.class_indices, strict=True):
         paths = sorted((root / "train" / name).iterdir())
-        expected = np.stack([load_image(p, 14, channels) for p in paths])  # the predict path
+        expected = np.stack([load_image(p, ImageOptions(14, channels)) for p in paths])  # the predict path
         np.testing.assert_array_equal(pool.images[idx], expected)
     assert folder.load(root, "all", image_size=14, channels=channels).num_classes == 10
     (root / "val").rename(root / "validation")
@@ -222,7 +222,8 @@ def test_registry_presets_and_episodes(tmp_path):
         ways=2, shots=1, queries=1, image_size=16)
     pool = load_pool("mini_imagenet", "test", config, root)
     assert pool.images.shape[1:] == (16, 16, 3)
-    assert image_options(config) == {"size": 16, "channels": 3, "invert": False}
+    assert image_options(config) == ImageOptions(image_size=16, channels=3, invert=False)
+    assert image_options(Config(dataset="omniglot")) == ImageOptions(28, 1, invert=True)
     sampler = EpisodeSampler(pool, EpisodeSpec(2, 1, 1), source="mini_imagenet test")
     sx, sy, qx, qy = sampler.sample(np.random.default_rng(0))
     assert sx.shape == (2, 16, 16, 3) and sorted(sy) == [0, 1] and sorted(qy) == [0, 1]
@@ -241,3 +242,26 @@ def test_prepare_csv_to_pickle_cache(tmp_path):
         b = mini_imagenet.load(out, split, image_size=84, channels=3)
         assert a.class_names == b.class_names
         np.testing.assert_array_equal(a.images, b.images)
+
+
+def test_image_options_read_the_keys_exports_record():
+    # a model_info.json as serving.export has written it since the first release
+    info = {"format": "metagna-tf meta-model", "image_size": 28, "channels": 1, "invert": True,
+            "dtype": "float32", "algorithm": "metagna", "inner_steps": 3}
+    options = ImageOptions.from_info(info, "old/1 model_info.json")
+    assert options == ImageOptions(28, 1, invert=True) and options.shape == (28, 28, 1)
+    assert options.as_dict() == {"image_size": 28, "channels": 1, "invert": True}
+    assert ImageOptions.from_info(options.as_dict()) == options
+    # the ONNX metadata is JSON-decoded per key: the same values
+    assert ImageOptions.from_info({"classes": ["a"], "image_size": 84, "channels": 3,
+                                   "invert": False}) == ImageOptions(84, 3)
+    with pytest.raises(ValueError, match=r"old/1 model_info.json: lacks the preprocessing "
+                                         r"key\(s\) \['invert'\]"):
+        ImageOptions.from_info({"image_size": 28, "channels": 1}, "old/1 model_info.json")
+    with pytest.raises(ValueError, match="m.onnx metadata: .*channels must be 1 or 3, got 4"):
+        ImageOptions.from_info({"image_size": 28, "channels": 4, "invert": False},
+                               "m.onnx metadata")
+    with pytest.raises(ValueError, match="image_size must be a positive integer, got 0"):
+        ImageOptions(0, 1)
+    with pytest.raises(ValueError, match="invert must be True or False, got 'yes'"):
+        ImageOptions(28, 1, "yes")

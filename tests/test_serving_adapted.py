@@ -32,7 +32,7 @@ def setup(trained_workdir, support_and_queries):
     support_dir, queries, truth = support_and_queries
     options = image_options(model.config)
     classes, sx, sy = read_support(support_dir, options)
-    qx = np.stack([load_image(q, **options) for q in queries])
+    qx = np.stack([load_image(q, options) for q in queries])
     return model, classes, sx, sy, qx
 
 

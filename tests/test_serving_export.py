@@ -43,7 +43,7 @@ def task(model, support_and_queries):
     support_dir, queries, _ = support_and_queries
     options = image_options(model.config)
     classes, sx, sy = read_support(support_dir, options)
-    qx = np.stack([load_image(q, **options) for q in queries])
+    qx = np.stack([load_image(q, options) for q in queries])
     return classes, sx, sy, qx
 
 

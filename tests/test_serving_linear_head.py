@@ -48,7 +48,7 @@ def task(workdir, support_and_queries):
     options = image_options(model.config)
     classes, sx, sy = read_support(support_dir, options)
     keep = sy < WAYS
-    qx = np.stack([load_image(q, **options) for q, t in zip(queries, truth, strict=True)
+    qx = np.stack([load_image(q, options) for q, t in zip(queries, truth, strict=True)
                    if t in classes[:WAYS]])
     return model, classes[:WAYS], sx[keep], sy[keep], qx
 

@@ -28,8 +28,7 @@ import tensorflow as tf  # noqa: E402
 from metagna_tf.algorithms import algorithm  # noqa: E402
 from metagna_tf.algorithms.inner_loop import adapt, frozen_stats_sample_norms  # noqa: E402
 from metagna_tf.checkpoints import load_trained  # noqa: E402
-from metagna_tf.data import EpisodeSampler, EpisodeSpec, load_pool  # noqa: E402
-from metagna_tf.evaluation import eval_batches  # noqa: E402
+from metagna_tf.episode_setup import EvaluationSettings, evaluation_episodes  # noqa: E402
 from metagna_tf.preprocessing import to_model_input  # noqa: E402
 
 
@@ -155,10 +154,10 @@ def main() -> None:
     models = [load_trained(w)[0] for w in args.workdirs]
     first = models[0].config
     protocol = args.protocol or first.protocol
-    spec = EpisodeSpec(args.ways or first.ways, args.shots or first.shots, first.queries)
-    pool = load_pool(first.dataset, "test", first.replace(rotations=False, protocol=protocol),
-                     args.data_dir)
-    batches = eval_batches(EpisodeSampler(pool, spec), args.episodes, seed=0)
+    settings = EvaluationSettings(episodes=args.episodes, protocol=protocol, ways=args.ways,
+                                  shots=args.shots)
+    chosen = evaluation_episodes(first, settings, data_dir=args.data_dir)
+    spec, batches = chosen.spec, chosen.batches
     episodes = [(sx, sy) for bx, by, _, _ in batches for sx, sy in zip(bx, by, strict=True)]
     results, traces = [], {}
     for name, model in zip(short_names(args.workdirs), models, strict=True):

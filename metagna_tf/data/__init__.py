@@ -14,6 +14,7 @@ from pathlib import Path
 
 from metagna_tf.data import cub, folder, mini_imagenet, omniglot
 from metagna_tf.data.episodes import ClassPool, EpisodeSampler, EpisodeSpec
+from metagna_tf.data.images import ImageOptions
 
 SOURCES = {"omniglot": omniglot, "mini_imagenet": mini_imagenet, "cub": cub, "folder": folder}
 TFDS_NAMES = {"omniglot": "omniglot", "cub": "caltech_birds2011"}
@@ -21,8 +22,8 @@ ENV_VAR = "METAGNA_DATA_DIR"
 log = logging.getLogger(__name__)
 _told: set[str] = set()  # the bundled-data notice is logged once per process
 
-__all__ = ["ClassPool", "EpisodeSampler", "EpisodeSpec", "SOURCES", "load_pool", "resolve_data_dir",
-           "source_dir", "image_options"]
+__all__ = ["ClassPool", "EpisodeSampler", "EpisodeSpec", "ImageOptions", "SOURCES", "load_pool",
+           "resolve_data_dir", "source_dir", "image_options"]
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
@@ -96,7 +97,8 @@ def load_pool(dataset: str, split: str, config, data_dir=None, download: bool = 
                                 rotations=rotations, **extra)
 
 
-def image_options(config) -> dict:
-    """How a raw image becomes this model's input (used by predict and serving)."""
-    return {"size": config.image_size, "channels": config.channels,
-            "invert": bool(getattr(source(config.dataset), "INVERT", False))}
+def image_options(config) -> ImageOptions:
+    """How a raw image becomes the input of a model trained with ``config``: its size and
+    channels, inverted as its dataset's source is (``INVERT``)."""
+    return ImageOptions(config.image_size, config.channels,
+                        bool(getattr(source(config.dataset), "INVERT", False)))

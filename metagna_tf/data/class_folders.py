@@ -18,7 +18,13 @@ import numpy as np
 from PIL import Image
 
 from metagna_tf.data.episodes import ClassPool
-from metagna_tf.data.images import ImageError, decode_image, is_image_file, to_model_array
+from metagna_tf.data.images import (
+    ImageError,
+    ImageOptions,
+    decode_image,
+    is_image_file,
+    to_model_array,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +46,16 @@ def file_item(path: Path) -> Item:
     return str(path), read
 
 
-def decode_all(items: Sequence[Item], size: int, channels: int, invert: bool = False) -> np.ndarray:
-    """Decode ``items`` in parallel into uint8 ``(n, size, size, channels)``.
+def decode_all(items: Sequence[Item], options: ImageOptions) -> np.ndarray:
+    """Decode ``items`` in parallel into uint8 ``(n, *options.shape)``.
 
     A corrupt file raises ``ImageError`` naming it (the first one in order).
     """
-    out = np.empty((len(items), size, size, channels), np.uint8)
+    out = np.empty((len(items), *options.shape), np.uint8)
 
     def one(i: int) -> None:
         source, read = items[i]
-        out[i] = decode_image(read(), source, size, channels, invert)
+        out[i] = decode_image(read(), source, options)
 
     with ThreadPoolExecutor(workers()) as pool:
         for future in [pool.submit(one, i) for i in range(len(items))]:
@@ -64,12 +70,13 @@ def convert_array(images: np.ndarray, size: int, channels: int, source: str) -> 
                          f"{images.dtype} {images.shape}")
     if images.shape[1:] == (size, size, channels):
         return images
-    out = np.empty((len(images), size, size, channels), np.uint8)
+    options = ImageOptions(size, channels)
+    out = np.empty((len(images), *options.shape), np.uint8)
     grey = images.shape[-1] == 1
 
     def one(i: int) -> None:
         img = images[i, :, :, 0] if grey else images[i]  # 2-D uint8 -> L, (h, w, 3) -> RGB
-        out[i] = to_model_array(Image.fromarray(img), size, channels)
+        out[i] = to_model_array(Image.fromarray(img), options)
 
     with ThreadPoolExecutor(workers()) as pool:
         list(pool.map(one, range(len(images))))
@@ -121,7 +128,7 @@ def pool_from_items(classes: dict[str, Sequence[Item]], size: int, channels: int
     flat = [item for name in names for item in classes[name]]
     counts = [len(classes[name]) for name in names]
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    images = decode_all(flat, size, channels, invert)
+    images = decode_all(flat, ImageOptions(size, channels, invert))
     indices = [np.arange(starts[i], starts[i + 1]) for i in range(len(names))]
     log.info("%s: %d classes, %d images", source, len(names), len(flat))
     return ClassPool(images, indices, names)

@@ -31,7 +31,7 @@ import numpy as np
 
 from metagna_tf.data.class_folders import Item, file_item, pool_from_items
 from metagna_tf.data.episodes import ClassPool
-from metagna_tf.data.images import is_image_file, to_model_array
+from metagna_tf.data.images import ImageOptions, is_image_file, to_model_array
 
 log = logging.getLogger(__name__)
 
@@ -195,11 +195,12 @@ def load_tfds(split: str, image_size: int, channels: int) -> ClassPool:
     keep = {int(f) for f in chen_split(folders, split)}
     images: dict[int, list[np.ndarray]] = {}
     names: dict[int, str] = {}
+    options = ImageOptions(image_size, channels)
     for ex in tfds.as_numpy(ds):
         label = int(ex["label"])
         if label in keep:
             img = Image.fromarray(ex["image"])
-            images.setdefault(label, []).append(to_model_array(img, image_size, channels))
+            images.setdefault(label, []).append(to_model_array(img, options))
             names[label] = f"{label + 1:03d}.{ex['label_name'].decode()}"
     labels = sorted(images)
     counts = np.cumsum([0] + [len(images[lab]) for lab in labels])

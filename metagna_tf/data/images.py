@@ -1,14 +1,18 @@
-"""Image decoding shared by every data source and by predict: one conversion path.
+"""Image decoding shared by every data source, predict and serving: one conversion path.
 
-An image becomes ``uint8 [size, size, channels]`` where ``value / 255`` is the
-model input. ``invert`` (Omniglot) turns black strokes on white into strokes
-as 1 on 0.
+An image becomes ``uint8 [image_size, image_size, channels]`` where ``value / 255`` is
+the model input; ``invert`` (Omniglot) turns black strokes on white into strokes as
+1 on 0. ``ImageOptions`` holds these three settings (``data.image_options(config)``
+gives a model's, ``ImageOptions.from_info`` an export's).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
+from collections.abc import Mapping
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -21,8 +25,56 @@ class ImageError(ValueError):
     """An image file that cannot be read; the message names the file."""
 
 
-def to_model_array(image: Image.Image, size: int, channels: int, invert: bool = False) -> np.ndarray:
-    """Any PIL image (any mode: 1, L, P, RGB, RGBA, CMYK, I;16, ...) as uint8 (size, size, C)."""
+@dataclasses.dataclass(frozen=True)
+class ImageOptions:
+    """How a raw image becomes a model's input: an ``image_size`` square with ``channels``
+    channels (1 or 3), inverted or not.
+
+    ``as_dict`` and ``from_info`` use the keys the exported files record
+    (``model_info.json``, the ONNX metadata): ``image_size``, ``channels``, ``invert``.
+    """
+
+    image_size: int
+    channels: int
+    invert: bool = False
+
+    KEYS: ClassVar[tuple[str, ...]] = ("image_size", "channels", "invert")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) \
+                or self.image_size < 1:
+            raise ValueError(f"ImageOptions: image_size must be a positive integer, got "
+                             f"{self.image_size!r}")
+        if self.channels not in (1, 3) or isinstance(self.channels, bool):
+            raise ValueError(f"ImageOptions: channels must be 1 or 3, got {self.channels!r}")
+        if not isinstance(self.invert, bool):
+            raise ValueError(f"ImageOptions: invert must be True or False, got {self.invert!r}")
+
+    @classmethod
+    def from_info(cls, info: Mapping, source: str = "model info") -> ImageOptions:
+        """The options recorded in an export's ``info`` (``source`` names it in errors)."""
+        missing = [k for k in cls.KEYS if k not in info]
+        if missing:
+            raise ValueError(f"{source}: lacks the preprocessing key(s) {missing}")
+        try:
+            return cls(int(info["image_size"]), int(info["channels"]), bool(info["invert"]))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{source}: {err}") from err
+
+    def as_dict(self) -> dict:
+        """``{"image_size", "channels", "invert"}``, as the exported files record them."""
+        return {"image_size": self.image_size, "channels": self.channels,
+                "invert": self.invert}
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.image_size, self.image_size, self.channels)
+
+
+def to_model_array(image: Image.Image, options: ImageOptions) -> np.ndarray:
+    """Any PIL image (any mode: 1, L, P, RGB, RGBA, CMYK, I;16, ...) as uint8 of
+    ``options.shape``."""
+    size, channels = options.image_size, options.channels
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16/32-bit integer greyscale: rescale to 8 bits from the image's own range
         arr = np.asarray(image, dtype=np.float64)
@@ -42,18 +94,17 @@ def to_model_array(image: Image.Image, size: int, channels: int, invert: bool = 
     arr = np.asarray(image, dtype=np.uint8)
     if channels == 1:
         arr = arr[:, :, None]
-    if invert:
+    if options.invert:
         arr = 255 - arr
     return arr
 
 
-def decode_image(data: bytes, source: str, size: int, channels: int,
-                 invert: bool = False) -> np.ndarray:
+def decode_image(data: bytes, source: str, options: ImageOptions) -> np.ndarray:
     """Decode encoded image bytes; ``source`` names the file in any error."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            return to_model_array(image, size, channels, invert)
+            return to_model_array(image, options)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         # PIL's guard against decompression bombs (the warning counts when made an error)
         raise ImageError(f"{source}: too many pixels for an image to classify "
@@ -65,13 +116,14 @@ def decode_image(data: bytes, source: str, size: int, channels: int,
         raise ImageError(f"{source}: not a readable image ({err})") from err
 
 
-def load_image(path: str | Path, size: int, channels: int, invert: bool = False) -> np.ndarray:
+def load_image(path: str | Path, options: ImageOptions) -> np.ndarray:
+    """An image file as the model's uint8 input (``options``)."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as err:
         raise ImageError(f"{path}: cannot read ({err})") from err
-    return decode_image(data, str(path), size, channels, invert)
+    return decode_image(data, str(path), options)
 
 
 def is_image_file(path: str | Path) -> bool:

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from metagna_tf.data.episodes import ClassPool
-from metagna_tf.data.images import decode_image, is_image_file
+from metagna_tf.data.images import ImageOptions, decode_image, is_image_file
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +109,12 @@ def read_characters(data_dir: Path, image_size: int):
                                 f"such folders in {data_dir}; {HELP}")
     images: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     owner: dict[str, str] = {}
+    options = ImageOptions(image_size, 1, INVERT)
     for set_name, key, source, read in _members(data_dir):
         if owner.setdefault(key, set_name) != set_name:
             continue  # same character (same drawings) already read from another set
         images[set_name][key].append(
-            decode_image(read(), source, image_size, channels=1, invert=INVERT))
+            decode_image(read(), source, options))
     return {s: {k: np.stack(v) for k, v in sorted(chars.items())} for s, chars in images.items()}
 
 
@@ -173,6 +174,7 @@ def _tfds_characters(image_size: int) -> dict[str, dict[str, np.ndarray]]:
 
     out: dict[str, dict[str, list]] = {"images_background": defaultdict(list),
                                         "images_evaluation": defaultdict(list)}
+    options = ImageOptions(image_size, 1, INVERT)
     for tfds_split, set_name in (("train", "images_background"), ("test", "images_evaluation")):
         try:
             ds = tfds_load("omniglot", split=tfds_split)
@@ -182,7 +184,7 @@ def _tfds_characters(image_size: int) -> dict[str, dict[str, np.ndarray]]:
         for ex in tfds.as_numpy(ds):
             key = f"{int(ex['alphabet'])}/{int(ex['label'])}"
             img = Image.fromarray(ex["image"])
-            out[set_name][key].append(to_model_array(img, image_size, 1, invert=INVERT))
+            out[set_name][key].append(to_model_array(img, options))
     return {s: {k: np.stack(v) for k, v in sorted(c.items())} for s, c in out.items()}
 
 
