@@ -264,12 +264,9 @@ def load_config(name_or_path: str | None) -> Config:
     if not path.is_file():
         raise ValueError(f"--config {name_or_path!r} is neither a preset ({sorted(PRESETS)}) "
                          "nor an existing JSON file")
-    try:
-        values = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--config {path}: not valid JSON ({err})") from err
-    if not isinstance(values, dict):
-        raise ValueError(f"--config {path}: expected a JSON object of config keys")
+    from metagna_tf.json_files import read_json_object
+
+    values = read_json_object(path, f"--config {path}", "a JSON object of config keys")
     return Config.from_dict(values, source=str(path))
 
 

@@ -30,6 +30,7 @@ from metagna_tf.algorithms import make_update_rule
 from metagna_tf.algorithms.inner_loop import Adaptation, adapt, classify
 from metagna_tf.models.conv4 import BLOCKS
 from metagna_tf.preprocessing import to_model_input
+from serving.inputs import checked_images
 
 
 class ScaleNetwork:
@@ -86,14 +87,7 @@ class MetaModelModule(tf.Module):
 
     # ---- input checks (tf.debugging: a clear error per request, the model keeps serving) ----
     def _images(self, images, name: str):
-        h, w, c = self.image_shape
-        check = tf.debugging.assert_equal(
-            tf.shape(images)[1:], tf.constant([h, w, c]),
-            message=f"{name} must be uint8 images of shape [n, {h}, {w}, {c}] "
-                    "(converted as in training; see docs/serving.md)")
-        with tf.control_dependencies([check]):  # this message before ensure_shape's
-            images = tf.ensure_shape(images, [None, h, w, c])
-        return to_model_input(images, self.dtype)
+        return to_model_input(checked_images(images, self.image_shape, name), self.dtype)
 
     def _support(self, support_images, support_labels, num_classes):
         """Checked support inputs: everything downstream runs after every check."""
