@@ -166,8 +166,10 @@ def test_cub_bad_input(tmp_path):
         cub.load(tmp_path / "t", "test", image_size=10, channels=3)
 
 
-def test_cub_tfds_fallback_with_mocked_tfds():
-    """``caltech_birds2011`` through ``tfds.load``, with its examples replaced offline."""
+def test_cub_tfds_fallback_with_mocked_tfds(monkeypatch):
+    """``caltech_birds2011`` through ``tfds.load``, with its examples replaced offline (and its
+    download host taken as reachable: the offline check has its own tests, test_download.py)."""
+    monkeypatch.setattr("metagna_tf.data.download.check_reachable", lambda urls: None)
     labels = np.arange(8, dtype=np.int64).repeat(3)
 
     def as_dataset(self, split, decoders=None, read_config=None, **kwargs):

@@ -123,8 +123,10 @@ def test_non_image_files_are_counted_and_named(omniglot_dir, tmp_path, caplog):
     assert "skipped 1 file(s) that are not images" in caplog.text and str(stray) in caplog.text
 
 
-def test_tfds_fallback_without_a_data_dir():
-    """No --data-dir nor METAGNA_DATA_DIR: TFDS 'omniglot' (mocked offline by TFDS's own tool)."""
+def test_tfds_fallback_without_a_data_dir(monkeypatch):
+    """No --data-dir nor METAGNA_DATA_DIR: TFDS 'omniglot' (mocked offline by TFDS's own tool;
+    its download host taken as reachable: the offline check has its own tests)."""
+    monkeypatch.setattr("metagna_tf.data.download.check_reachable", lambda urls: None)
     import tensorflow_datasets as tfds
 
     with tfds.testing.mock_data(num_examples=30, policy=tfds.testing.MockPolicy.USE_CODE):
