@@ -247,8 +247,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                                   "train_split": "all"},
     "paper_mini_imagenet_5w1s": {**_AUTHORS_MINI, "ways": 5, "shots": 1},
     "paper_mini_imagenet_5w5s": {**_AUTHORS_MINI, "ways": 5, "shots": 5, "meta_batch_size": 2},
-    # the same method at Omniglot's shapes; beta, meta-batch and queries chosen on the
-    # validation split (docs/results.md, "The authors' form on Omniglot")
+    # the same method at Omniglot's shapes. PROVISIONAL: beta, meta-batch and queries are
+    # our Omniglot defaults until `tools/results_inner_loop.sh select` has chosen them on the
+    # validation split (issue 23; docs/method.md)
     "paper_omniglot_5w1s": {**_OMNIGLOT, **_AUTHORS_METHOD, "ways": 5, "shots": 1,
                             "queries": 1, "meta_batch_size": 32, "inner_lr": 0.1},
 }
