@@ -9,8 +9,8 @@
 #   METAGNA_DATA_DIR=../shared/data/omniglot bash tools/results_inner_loop.sh evaluate [RUNS_DIR] [PROTOCOL...]
 # select: each model's inner learning rate on the validation split (short runs, in-domain; the
 #   authors' beta sets a step's norm, ours multiplies the gradient, so the same number means
-#   different steps), then the authors' form's meta-batch and queries at its chosen beta; writes
-#   $record/selection_val.json (compare's paired record) and $record/chosen.txt.
+#   different steps); writes $record/selection_val.json (compare's paired record) and
+#   $record/chosen.txt (model, rate, validation accuracy).
 # train: the study's runs with the chosen rates (all, or the RUNs named), each resumable.
 # evaluate: paired comparisons per protocol (clean, occluded and wrong-label supports at 1 and
 #   5 shots; 0/1/5/10 test-time steps), written to $record.
