@@ -41,3 +41,38 @@ def test_stepsize_table_columns_brackets_and_seed_row():
     assert seed_row[1] == "+0.00 ± 0.00"
     assert seed_row[3] == "+4.00 ± 0.00 * |"
     assert float(seed_row[2].split()[0]) == pytest.approx(16.0, abs=0.5)
+
+
+def test_inner_loop_plateau_compares_the_last_fifth_with_the_fifth_before():
+    from tools.results_inner_loop_table import plateau
+
+    rising = {"iterations": 1000, "curve": [[i, 0.5 + i / 10000] for i in range(100, 1001, 100)]}
+    p = plateau(rising)  # last fifth (900, 1000) against (700, 800): +2 points
+    assert p["done"] and p["gain"] == pytest.approx(0.02) and p["plateau"] is False
+    flat = {"iterations": 1000, "curve": [[i, 0.9] for i in range(100, 1001, 100)]}
+    assert plateau(flat)["plateau"] is True
+    training = {"iterations": 1000, "curve": [[100, 0.6], [200, 0.7]]}
+    assert plateau(training) == {"done": False, "at": 200, "best": 0.7}
+
+
+def test_inner_loop_setting_table_pairs_each_model_with_maml_of_its_seed():
+    from tools.results_inner_loop_table import head_table, parse, setting_table
+
+    assert parse("authors_proto_seed1") == ("authors", "proto", 1)
+    assert parse("maml_seed2") == ("maml", "linear", 2)
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.5, 1.0, 50)
+    models = [model("maml_seed0", base), model("maml_seed1", base - 0.02),
+              model("authors_seed0", base + 0.03), model("authors_seed1", base - 0.01),
+              model("ours_seed0", base + 0.01), model("lslr_seed0", base),
+              model("maml_proto_seed0", base + 0.05), model("pixel_nn", base - 0.3)]
+    lines = setting_table({"models": models}).splitlines()
+    rows = {line.split(" | ")[0] + " " + line.split(" | ")[1]: line for line in lines[2:]}
+    assert "+3.00 ± 0.00 *" in rows["| Meta-GNA, authors' form 0"]  # against maml_seed0
+    assert "+1.00 ± 0.00 *" in rows["| Meta-GNA, authors' form 1"]  # against maml_seed1
+    assert rows["| Meta-GNA, authors' form 0"].endswith("| +2.00 ± 0.00 * |")  # authors - ours
+    assert "+2.00 ± 0.00 *" in lines[-2]  # the two seeds' mean: (3 + 1) / 2
+    assert lines[-1].startswith("| pixel nearest neighbour")
+    assert "maml_proto" not in "\n".join(lines)  # the prototype head has its own table
+    heads = head_table({"models": models}).splitlines()
+    assert heads[2].startswith("| MAML |") and heads[2].endswith("| +5.00 ± 0.00 * |")

@@ -10,7 +10,13 @@ For a fixed set of test episodes (episode seed 0, as in evaluation), at every in
   (all tensors together; per-sample norms with BatchNorm statistics held constant, as the
   Arbiter sees them). Their ratio is 1 when every sample pulls the same way and small when
   the samples disagree: the paper's "small and unrepresentative mean gradient";
-* for Meta-GNA, the Arbiter's scales, and their rank correlation with those features.
+* for Meta-GNA, the Arbiter's scales, and their rank correlation with those features;
+* for every model, the norm of each adapted tensor's step, |theta_l(k+1) - theta_l(k)|.
+
+``--alpha-plot PATH`` draws, per model, the Arbiter's alpha per tensor and step (mean over the
+episodes, with the interquartile range) above the steps' norms per tensor and step: the two
+Arbiter forms' alphas mean different things (ours multiplies the gradient, the authors' is the
+step's norm over beta), the step norms are comparable across all models.
 """
 
 from __future__ import annotations
@@ -37,11 +43,17 @@ def trace_episode(model, sx, sy, steps: int) -> list[dict]:
     config = model.config
     x = to_model_input(sx, config.dtype)[None]
     y = tf.constant(sy)[None]
-    records = []
+    ways = int(sy.max()) + 1
+    inner_args = model.inner_loop_args(ways)
+    adapted_ids = inner_args["adapted"] or list(range(len(model.tensor_names)))
+    records, visited = [], []
 
     def observe(step, fast, losses, grads, scales):
-        # every tensor has the task axis of one task: [0] drops it
+        # every tensor has the task axis of one task: [0] drops it; the per-sample norms of
+        # the adapted tensors only, as the Arbiter sees them
         per_sample = frozen_stats_sample_norms(model.backbone, fast, x, y).numpy()[0]  # (L, n)
+        per_sample = per_sample[adapted_ids]
+        visited.append([fast[i].numpy()[0] for i in adapted_ids])
         mean_grad = np.sqrt(sum(float(tf.reduce_sum(tf.square(g))) for g in grads))
         sample_total = np.sqrt((per_sample ** 2).sum(axis=0))  # (n,)
         records.append({
@@ -51,8 +63,12 @@ def trace_episode(model, sx, sy, steps: int) -> list[dict]:
             "ratio": mean_grad / max(float(sample_total.mean()), 1e-30),
             "scales": scales.numpy()[0]})
 
-    adapted = adapt(model.backbone, model.theta(), x, y, int(sy.max()) + 1, steps=steps,
-                    update=model.update_rule, observe=observe)
+    adapted = adapt(model.backbone, model.theta(), x, y, ways, steps=steps,
+                    update=model.update_rule, observe=observe, **inner_args)
+    visited.append([adapted.fast[i].numpy()[0] for i in adapted_ids])
+    for j, record in enumerate(records):  # each adapted tensor's step norm at step j
+        record["step_norms"] = np.array([np.linalg.norm(after - before) for before, after
+                                         in zip(visited[j], visited[j + 1], strict=True)])
     final = adapted.support_losses.numpy()[0, -1]
     records.append({"step": steps, "final_mean_loss": float(final)})
     return records
@@ -68,7 +84,9 @@ def spearman(a, b) -> float:
 
 
 def summarize(model, traces: list[list[dict]], steps: int) -> dict:
-    out = {"algorithm": model.config.algorithm, "steps": []}
+    out = {"algorithm": model.config.algorithm, "tensors": list(model.scale_names),
+           "arbiter_form": model.config.arbiter_form, "inner_lr": model.config.inner_lr,
+           "steps": []}
     for j in range(steps):
         recs = [t[j] for t in traces]
         losses = [r["losses"] for r in recs]
@@ -83,6 +101,10 @@ def summarize(model, traces: list[list[dict]], steps: int) -> dict:
                                                     for r in recs])),
             "ratio_mean_grad_to_sample_grads": float(np.mean([r["ratio"] for r in recs])),
             "scale_mean_per_tensor": np.mean([r["scales"] for r in recs], axis=0).tolist(),
+            "scale_quartiles_per_tensor": np.percentile([r["scales"] for r in recs], [25, 75],
+                                                        axis=0).tolist(),
+            "step_norm_mean_per_tensor": np.mean([r["step_norms"] for r in recs],
+                                                 axis=0).tolist(),
         })
     out["final_loss_mean"] = float(np.mean([t[-1]["final_mean_loss"] for t in traces]))
     if model.arbiter is not None and getattr(model.arbiter, "uses_features", False):
@@ -137,6 +159,52 @@ def plot(results: list[dict], traces: dict, path: Path, title: str) -> None:
     fig.savefig(path, dpi=90)
 
 
+def plot_alpha(results: list[dict], path: Path, title: str) -> None:
+    """Per model: the scales per tensor and step (top: the Arbiter's alpha, LSLR's learned
+    factors; interquartile band), and the norm of each tensor's step (bottom, every model)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(results), figsize=(4.2 * len(results), 7), squeeze=False,
+                             sharex=True)
+    for col, res in enumerate(results):
+        steps = [s["step"] for s in res["steps"]]
+        top, bottom = axes[0, col], axes[1, col]
+        network = algorithm(res["algorithm"]).scale_network  # arbiter, step_sizes or None
+        arbiter = network is not None
+        for t, tensor in enumerate(res["tensors"]):
+            norms = [s["step_norm_mean_per_tensor"][t] for s in res["steps"]]
+            line, = bottom.plot(steps, norms, "o-", ms=3, label=tensor)
+            if arbiter:
+                mean = [s["scale_mean_per_tensor"][t] for s in res["steps"]]
+                low = [s["scale_quartiles_per_tensor"][0][t] for s in res["steps"]]
+                high = [s["scale_quartiles_per_tensor"][1][t] for s in res["steps"]]
+                top.plot(steps, mean, "o-", ms=3, color=line.get_color(), label=tensor)
+                top.fill_between(steps, low, high, color=line.get_color(), alpha=0.15)
+        form = f", {res['arbiter_form']} form" if network == "arbiter" else ""
+        top.set_title(f"{res['name']} ({res['algorithm']}{form}, lr {res['inner_lr']:g})",
+                      fontsize=9)
+        if arbiter:
+            what = ("alpha: the step's norm / beta"
+                    if network == "arbiter" and res["arbiter_form"] == "joint"
+                    else "scale: a factor on |g|")
+            top.set(ylabel=what)
+            top.legend(fontsize=6)
+        else:
+            top.text(0.5, 0.5, "no scales (plain SGD)", ha="center", va="center",
+                     transform=top.transAxes)
+            top.set_yticks([])
+        top.set(yscale="log") if arbiter else None
+        bottom.set(yscale="log", xlabel="inner step", ylabel="|step| per tensor")
+        bottom.legend(fontsize=6)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdirs", nargs="+", required=True)
@@ -147,6 +215,8 @@ def main() -> None:
     p.add_argument("--protocol", choices=("standard", "cross_alphabet"))
     p.add_argument("--data-dir")
     p.add_argument("--plot", type=Path)
+    p.add_argument("--alpha-plot", type=Path,
+                   help="the Arbiter's alpha and the step norms per tensor and step")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     from metagna_tf.comparison import short_names
@@ -170,10 +240,12 @@ def main() -> None:
     print(text)
     if args.json:
         args.json.write_text(text + "\n")
-    if args.plot:
-        plot(results, traces, args.plot,
-             f"Omniglot {protocol}, {spec.ways}-way {spec.shots}-shot, {len(episodes)} test "
+    title = (f"Omniglot {protocol}, {spec.ways}-way {spec.shots}-shot, {len(episodes)} test "
              "episodes")
+    if args.plot:
+        plot(results, traces, args.plot, title)
+    if args.alpha_plot:
+        plot_alpha(results, args.alpha_plot, title)
 
 
 if __name__ == "__main__":

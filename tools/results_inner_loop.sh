@@ -13,7 +13,9 @@
 #   $record/chosen.txt (model, rate, validation accuracy).
 # train: the study's runs with the chosen rates (all, or the RUNs named), each resumable.
 # evaluate: paired comparisons per protocol (clean, occluded and wrong-label supports at 1 and
-#   5 shots; 0/1/5/10 test-time steps), written to $record.
+#   5 shots; 0/1/5/10 test-time steps), the scales and step norms per tensor and step
+#   (alpha_<protocol>.png) and the runs' validation curves, written to $record; then
+#   `python tools/results_inner_loop_table.py tables` prints the tables of docs/results.md.
 set -euo pipefail
 phase=${1:?usage: results_inner_loop.sh select|train|evaluate [RUNS_DIR]}
 runs=${2:-runs/inner_loop}
@@ -142,5 +144,17 @@ if [[ $phase == evaluate ]]; then
       pair "$record/${protocol}_steps_5w1s.json" --workdirs "${trained[@]}" \
         --inner-steps 0 1 5 10 --ways 5 --shots 1 --queries 5
     fi
+    # the scales (the Arbiter's alpha, LSLR's factors) and the step norms per tensor and step:
+    # seed 0 of each linear-head model, 100 test episodes
+    seed0=()
+    for run in "${trained[@]}"; do
+      [[ $run == *_seed0 && $run != *_proto_* ]] && seed0+=("$run")
+    done
+    if [[ ${#seed0[@]} -gt 0 ]]; then
+      python tools/analyze_adaptation.py --workdirs "${seed0[@]}" --episodes 100 \
+        --alpha-plot "$record/alpha_${protocol}.png" --json "$record/alpha_${protocol}.json" \
+        > /dev/null || echo "FAILED: the alpha plot of $protocol"
+    fi
   done
+  python tools/results_inner_loop_table.py curves "$runs" --record "$record"
 fi

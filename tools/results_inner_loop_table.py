@@ -1,0 +1,222 @@
+"""Markdown tables of the inner-loop study from its record (docs/results/inner_loop).
+
+    python tools/results_inner_loop_table.py curves RUNS_DIR [--record docs/results/inner_loop]
+    python tools/results_inner_loop_table.py tables [--record docs/results/inner_loop]
+
+``curves`` copies every study run's validation curve (iteration, validation accuracy) from
+``RUNS_DIR`` into ``$record/validation_curves.json``, so the budget table needs no run folder.
+
+``tables`` prints:
+
+* the budget: per run, its iterations, its best validation accuracy and the plateau check:
+  the mean validation accuracy over the last fifth of the iterations against the fifth before.
+  A run has plateaued when the last fifth gains at most ``PLATEAU_POINTS`` points;
+* per protocol and evaluation setting (``metagna_tf.compare`` records, the same episodes for
+  every model): each model's accuracy (95% CI), its paired difference against MAML of the same
+  seed (seed 0 for the single-seed models), and the authors' form against ours (seed 0); with
+  more than one seed, the authors' form minus MAML over the seeds' mean per episode;
+* the prototype head beside the linear head, model by model (seed 0);
+* the test-time inner steps (0, 1, 5, 10), with each model's gain over its head alone.
+
+Run names are ``<model>[_proto]_seed<k>`` (tools/results_inner_loop.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from metagna_tf.metrics import paired_difference
+
+PLATEAU_POINTS = 0.5
+MODELS = {"maml": "MAML", "authors": "Meta-GNA, authors' form", "ours": "Meta-GNA, ours",
+          "lslr": "LSLR"}
+PROTOCOLS = {"indomain": "in-domain (the standard character split)",
+             "cross_alphabet": "cross-alphabet (no training alphabet at test time)"}
+SETTINGS = [("5w1s", "5-way 1-shot, clean supports"), ("5w5s", "5-way 5-shot, clean supports"),
+            ("5w1s_occlusion0.2", "5-way 1-shot, 20% of the support images occluded"),
+            ("5w5s_occlusion0.2", "5-way 5-shot, 20% of the support images occluded"),
+            ("5w1s_label0.2", "5-way 1-shot, 20% of the support labels swapped"),
+            ("5w5s_label0.2", "5-way 5-shot, 20% of the support labels swapped")]
+
+
+def parse(name: str) -> tuple[str, str, int]:
+    """``authors_proto_seed1`` -> (authors, proto, 1); the linear head has no tag."""
+    stem, _, seed = name.rpartition("_seed")
+    model, _, head = stem.partition("_")
+    return model, head or "linear", int(seed)
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def diff_text(d: dict) -> str:
+    return f"{100 * d['mean']:+.2f} ± {100 * d['ci95']:.2f}" + (" *" if d["excludes_zero"] else "")
+
+
+def collect_curves(runs: Path, record: Path) -> None:
+    curves = {}
+    for metrics in sorted(runs.glob("*/*/metrics.jsonl")):
+        if metrics.parent.parent.name == "select":
+            continue
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        config = json.loads((metrics.parent / "config.json").read_text())
+        curves[f"{metrics.parent.parent.name}/{metrics.parent.name}"] = {
+            "iterations": config["iterations"], "inner_lr": config["inner_lr"],
+            "val_episodes": config["val_episodes"],
+            "curve": [[r["iteration"], r["val_accuracy"]] for r in rows if "val_accuracy" in r]}
+    (record / "validation_curves.json").write_text(json.dumps(curves, indent=1) + "\n")
+    print(f"{len(curves)} runs -> {record / 'validation_curves.json'}")
+
+
+def plateau(run: dict) -> dict:
+    """The last fifth of the configured iterations against the fifth before."""
+    total = run["iterations"]
+    curve = run["curve"]
+    last = [a for i, a in curve if i > 0.8 * total]
+    before = [a for i, a in curve if 0.6 * total < i <= 0.8 * total]
+    done = bool(curve) and curve[-1][0] == total
+    out = {"done": done, "at": curve[-1][0] if curve else 0,
+           "best": max((a for _, a in curve), default=float("nan"))}
+    if done and last and before:
+        gain = float(np.mean(last) - np.mean(before))
+        out.update(gain=gain, plateau=100 * gain <= PLATEAU_POINTS)
+    return out
+
+
+def budget_table(curves: dict) -> str:
+    lines = ["| run | inner lr | iterations | best validation | last fifth − fifth before | "
+             "plateaued |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, run in curves.items():
+        p = plateau(run)
+        at = f"{p['at']} of {run['iterations']}" + ("" if p["done"] else " (training)")
+        gain = f"{100 * p['gain']:+.2f}" if "gain" in p else ""
+        verdict = ("yes" if p.get("plateau") else "no") if "gain" in p else ""
+        lines.append(f"| {name} | {run['inner_lr']:g} | {at} | {pct(p['best'])} | {gain} | "
+                     f"{verdict} |")
+    return "\n".join(lines)
+
+
+def setting_table(result: dict) -> str:
+    """Linear-head models: accuracy, paired vs MAML (same seed), authors vs ours (seed 0)."""
+    models = {m["name"]: m for m in result["models"] if m["name"] != "pixel_nn"}
+    acc = {n: np.asarray(m["episode_accuracies"]) for n, m in models.items()}
+    lines = ["| model | seed | accuracy (95% CI) | − MAML (same seed) | authors' − ours |",
+             "| --- | --- | --- | --- | --- |"]
+    linear = sorted((n for n in models if parse(n)[1] == "linear"),
+                    key=lambda n: (list(MODELS).index(parse(n)[0]), parse(n)[2]))
+    for name in linear:
+        model, _, seed = parse(name)
+        m = models[name]
+        ref = f"maml_seed{seed}" if f"maml_seed{seed}" in acc else "maml_seed0"
+        vs_maml = diff_text(paired_difference(acc[ref], acc[name])) \
+            if model != "maml" and ref in acc else ""
+        forms = ""
+        if model == "authors" and seed == 0 and "ours_seed0" in acc:
+            forms = diff_text(paired_difference(acc["ours_seed0"], acc[name]))
+        lines.append(f"| {MODELS[model]} | {seed} | {pct(m['accuracy'])} ± {pct(m['ci95'])} | "
+                     f"{vs_maml} | {forms} |")
+    seeds = [s for s in range(10) if f"maml_seed{s}" in acc and f"authors_seed{s}" in acc]
+    if len(seeds) > 1:
+        maml = np.mean([acc[f"maml_seed{s}"] for s in seeds], axis=0)
+        authors = np.mean([acc[f"authors_seed{s}"] for s in seeds], axis=0)
+        lines.append(f"| **authors' form − MAML, mean of {len(seeds)} seeds** | | | "
+                     f"{diff_text(paired_difference(maml, authors))} | |")
+    if "pixel_nn" in {m["name"] for m in result["models"]}:
+        m = next(m for m in result["models"] if m["name"] == "pixel_nn")
+        lines.append(f"| pixel nearest neighbour | | {pct(m['accuracy'])} ± {pct(m['ci95'])} | | |")
+    return "\n".join(lines)
+
+
+def head_table(result: dict) -> str:
+    """Seed 0 of each model with the linear and the prototype head, on the same episodes."""
+    acc = {m["name"]: (np.asarray(m["episode_accuracies"]), m) for m in result["models"]}
+    lines = ["| model | linear head | prototype head | prototype − linear |",
+             "| --- | --- | --- | --- |"]
+    for model, label in MODELS.items():
+        linear, proto = acc.get(f"{model}_seed0"), acc.get(f"{model}_proto_seed0")
+        if linear is None and proto is None:
+            continue
+        cells = [f"{pct(x[1]['accuracy'])} ± {pct(x[1]['ci95'])}" if x else "" for x in
+                 (linear, proto)]
+        diff = diff_text(paired_difference(linear[0], proto[0])) if linear and proto else ""
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {diff} |")
+    return "\n".join(lines)
+
+
+def steps_table(result: dict) -> str:
+    """Accuracy at each test-time step count (names ``run@steps``); after steps, the paired
+    difference against the same model's head alone (0 steps)."""
+    acc = {m["name"]: (np.asarray(m["episode_accuracies"]), m) for m in result["models"]}
+    runs = list(dict.fromkeys(n.split("@")[0] for n in acc))
+    counts = sorted({int(n.split("@")[1]) for n in acc if "@" in n})
+    lines = ["| run | " + " | ".join(f"{k} steps" for k in counts) + " |",
+             "| --- |" + " --- |" * len(counts)]
+    for run in runs:
+        cells = []
+        for k in counts:
+            if f"{run}@{k}" not in acc:
+                cells.append("")
+                continue
+            values, m = acc[f"{run}@{k}"]
+            cell = f"{pct(m['accuracy'])} ± {pct(m['ci95'])}"
+            if k and f"{run}@0" in acc:
+                cell += f" ({diff_text(paired_difference(acc[f'{run}@0'][0], values))})"
+            cells.append(cell)
+        lines.append(f"| {run} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def tables(record: Path) -> None:
+    curves_path = record / "validation_curves.json"
+    if curves_path.is_file():
+        print(f"**The budget** (`{curves_path.name}`; plateaued: the last fifth gains at most "
+              f"{PLATEAU_POINTS} points):\n")
+        print(budget_table(json.loads(curves_path.read_text())) + "\n")
+    for protocol, title in PROTOCOLS.items():
+        found = [(key, text) for key, text in SETTINGS
+                 if (record / f"{protocol}_{key}.json").is_file()]
+        if not found:
+            continue
+        print(f"### {title}\n")
+        for key, text in found:
+            result = json.loads((record / f"{protocol}_{key}.json").read_text())
+            print(f"**{text}**, {result['episodes']} test episodes (`{protocol}_{key}.json`; "
+                  "in-between columns: paired differences on the same episodes):\n")
+            print(setting_table(result) + "\n")
+            if any(parse(m["name"])[1] == "proto" for m in result["models"]
+                   if m["name"] != "pixel_nn"):
+                print(f"The heads, seed 0, {text}:\n")
+                print(head_table(result) + "\n")
+        for shots in (1, 5):
+            path = record / f"{protocol}_steps_5w{shots}s.json"
+            if path.is_file():
+                result = json.loads(path.read_text())
+                print(f"**Test-time inner steps**, 5-way {shots}-shot, {result['episodes']} "
+                      f"test episodes (`{path.name}`; in brackets: against the same model's "
+                      "head alone, 0 steps):\n")
+                print(steps_table(result) + "\n")
+    print("(* the paired 95% interval excludes zero)")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("command", choices=("curves", "tables"))
+    p.add_argument("runs", nargs="?", type=Path, help="the study's runs folder (curves)")
+    p.add_argument("--record", type=Path, default=Path("docs/results/inner_loop"))
+    args = p.parse_args(argv)
+    if args.command == "curves":
+        if args.runs is None or not args.runs.is_dir():
+            p.error(f"curves needs the study's runs folder (got {args.runs})")
+        collect_curves(args.runs, args.record)
+    else:
+        tables(args.record)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
