@@ -167,7 +167,8 @@ def plot_alpha(results: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(results), figsize=(4.2 * len(results), 7), squeeze=False,
+    fig, axes = plt.subplots(2, len(results), figsize=(max(4.2 * len(results), 6.5), 7),
+                             squeeze=False,
                              sharex=True)
     for col, res in enumerate(results):
         steps = [s["step"] for s in res["steps"]]
