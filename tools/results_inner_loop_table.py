@@ -154,7 +154,8 @@ def steps_table(result: dict) -> str:
     acc = {m["name"]: (np.asarray(m["episode_accuracies"]), m) for m in result["models"]}
     runs = list(dict.fromkeys(n.split("@")[0] for n in acc))
     counts = sorted({int(n.split("@")[1]) for n in acc if "@" in n})
-    lines = ["| run | " + " | ".join(f"{k} steps" for k in counts) + " |",
+    lines = ["| run | " + " | ".join(f"{k} step{'' if k == 1 else 's'}" for k in counts)
+             + " |",
              "| --- |" + " --- |" * len(counts)]
     for run in runs:
         cells = []
