@@ -156,7 +156,7 @@ if [[ $phase == evaluate ]]; then
     # seed 0 of each linear-head model, 100 test episodes
     seed0=()
     for run in "${trained[@]}"; do
-      [[ $run == *_seed0 && $run != *_proto_* ]] && seed0+=("$run")
+      if [[ $run == *_seed0 && $run != *_proto_* ]]; then seed0+=("$run"); fi
     done
     if [[ ${#seed0[@]} -gt 0 ]]; then
       python tools/analyze_adaptation.py --workdirs "${seed0[@]}" --episodes 100 \
