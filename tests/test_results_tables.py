@@ -43,22 +43,30 @@ def test_stepsize_table_columns_brackets_and_seed_row():
     assert float(seed_row[2].split()[0]) == pytest.approx(16.0, abs=0.5)
 
 
-def test_inner_loop_plateau_compares_the_last_fifth_with_the_best_earlier_fifth():
+def test_inner_loop_plateau_checks_the_last_fifths_mean_and_best():
     from tools.results_inner_loop_table import plateau
 
     rising = {"iterations": 1000, "curve": [[i, 0.5 + i / 10000] for i in range(100, 1001, 100)]}
-    p = plateau(rising)  # last fifth (900, 1000) against (700, 800): +2 points
-    assert p["done"] and p["gain"] == pytest.approx(0.02) and p["plateau"] is False
-    assert p["gain_over_best"] == pytest.approx(0.02)
+    p = plateau(rising)  # last fifth (900, 1000) against (700, 800): +2 points, best +2 too
+    assert p["done"] and p["plateau"] is False
+    assert p["mean_gain"] == pytest.approx(0.02) and p["best_gain"] == pytest.approx(0.02)
     flat = {"iterations": 1000, "curve": [[i, 0.9] for i in range(100, 1001, 100)]}
     assert plateau(flat)["plateau"] is True
-    # a dip in the fifth before: +3 points over it, but below the level of the fifth before that
+    # a dip in the fifth before: the last fifth is +3 points over it, but below the fifth
+    # before that, and its best is below the best before: plateaued
     dip = {"iterations": 1000, "curve": [[100, 0.5], [200, 0.6], [300, 0.8], [400, 0.8],
                                          [500, 0.95], [600, 0.95], [700, 0.9], [800, 0.9],
                                          [900, 0.93], [1000, 0.93]]}
     p = plateau(dip)
-    assert p["gain"] == pytest.approx(0.03) and p["gain_over_best"] == pytest.approx(-0.02)
+    assert p["mean_gain"] == pytest.approx(-0.02) and p["best_gain"] == pytest.approx(-0.02)
     assert p["plateau"] is True
+    # a flat mean with a new best in the last fifth (the tested checkpoint changes): not yet
+    peak = {"iterations": 1000, "curve": [[100, 0.5], [200, 0.6], [300, 0.9], [400, 0.9],
+                                          [500, 0.9], [600, 0.9], [700, 0.9], [800, 0.9],
+                                          [900, 0.87], [1000, 0.93]]}
+    p = plateau(peak)
+    assert p["mean_gain"] == pytest.approx(0.0) and p["best_gain"] == pytest.approx(0.03)
+    assert p["plateau"] is False
     training = {"iterations": 1000, "curve": [[100, 0.6], [200, 0.7]]}
     assert plateau(training) == {"done": False, "at": 200, "best": 0.7}
 
