@@ -31,3 +31,17 @@ def test_kernel_times_finds_the_traced_convolutions(tmp_path):
     tf.profiler.experimental.stop()
     totals = kernel_times(str(tmp_path))
     assert totals["Conv2D"] > 0 and totals["Conv2DBackpropFilter"] > 0
+
+
+def test_profile_reads_a_training_runs_config(tmp_path, capsys):
+    from tests.conftest import tiny_config
+    from tools.profile_meta_step import main
+
+    config = tiny_config(algorithm="metagna", arbiter_form="per_tensor", head="linear",
+                         inner_params="no_bn", dtype="float32", meta_batch_size=2)
+    (tmp_path / "config.json").write_text(config.to_json() + "\n")
+    assert main(["--workdir", str(tmp_path), "--steps", "1", "--top", "30"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{tmp_path} (task batching")
+    # the linear-head per-tensor form: convolutions plus the per-sample kernel norms' Einsum
+    assert "| Conv2D |" in out and "| Einsum |" in out

@@ -2,6 +2,7 @@
 
     python tools/profile_meta_step.py [--shape omniglot_5w1s] [--algorithm maml]
         [--task-batching auto] [--steps 3] [--top 12] [--logdir DIR]
+    python tools/profile_meta_step.py --workdir RUN [--steps 3]   # a training run's own config
 
 Runs a few warm-up meta-steps on one fixed random meta-batch (as tools/bench.py does), then
 traces ``--steps`` more with ``tf.profiler.experimental`` and sums the host's kernel events
@@ -66,16 +67,22 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--logdir", help="keep the trace here (default: a temporary folder)")
+    parser.add_argument("--workdir", help="profile this training run's config.json instead of "
+                        "--shape/--algorithm/--task-batching (e.g. a study run)")
     args = parser.parse_args(argv)
 
     import numpy as np
     import tensorflow as tf
-    from bench import config_of  # the sibling script: tools/ is on sys.path when run as one
 
-    from metagna_tf.checkpoints import build_model
+    from metagna_tf.checkpoints import build_model, read_config
 
-    config = config_of({"shape": args.shape, "config": {
-        "algorithm": args.algorithm, "task_batching": args.task_batching}})
+    if args.workdir:
+        config = read_config(args.workdir).replace(val_episodes=0)
+    else:
+        from bench import config_of  # the sibling script: tools/ is on sys.path when run as one
+
+        config = config_of({"shape": args.shape, "config": {
+            "algorithm": args.algorithm, "task_batching": args.task_batching}})
     model = build_model(config)
     rng = np.random.default_rng(0)
     b, s, c = config.meta_batch_size, config.image_size, config.channels
@@ -103,7 +110,8 @@ def main(argv=None) -> int:
     if not totals:
         raise SystemExit("the trace holds no TensorFlow kernel events on the host")
     total = sum(totals.values())
-    print(f"{args.algorithm} {args.shape} (task batching {config.batching}), {args.steps} "
+    what = args.workdir or f"{args.algorithm} {args.shape}"
+    print(f"{what} (task batching {config.batching}), {args.steps} "
           f"meta-steps traced; kernel time summed over threads {total / 1e12 / args.steps:.3f} "
           f"s/step")
     print("| op type | share of kernel time |")
