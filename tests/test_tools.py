@@ -1,6 +1,7 @@
 """The measurement tools' own logic (their figures are produced by running them, not here)."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tools.profile_meta_step import kernel_times, op_type
@@ -45,3 +46,11 @@ def test_profile_reads_a_training_runs_config(tmp_path, capsys):
     assert out.startswith(f"{tmp_path} (task batching")
     # the linear-head per-tensor form: convolutions plus the per-sample kernel norms' Einsum
     assert "| Conv2D |" in out and "| Einsum |" in out
+
+
+def test_profile_refuses_flags_that_workdir_would_ignore(tmp_path, capsys):
+    from tools.profile_meta_step import main
+
+    with pytest.raises(SystemExit):
+        main(["--workdir", str(tmp_path), "--algorithm", "metagna"])
+    assert "drop --algorithm" in capsys.readouterr().err

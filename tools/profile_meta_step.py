@@ -70,6 +70,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", help="profile this training run's config.json instead of "
                         "--shape/--algorithm/--task-batching (e.g. a study run)")
     args = parser.parse_args(argv)
+    for flag in ("shape", "algorithm", "task_batching"):
+        if args.workdir and getattr(args, flag) != parser.get_default(flag):
+            parser.error(f"--workdir profiles the run's own config; drop --{flag.replace('_', '-')}")
 
     import numpy as np
     import tensorflow as tf
