@@ -55,12 +55,13 @@ chosen() {  # model -> its chosen rate (after select)
 # hence 8000; a copy of our form trained on from 8000 to 10000 raised its best validation
 # accuracy by 1.43 points and its test accuracy by 1.59 (docs/results.md, "Budget"), hence
 # 12000, where all four seed-0 runs pass. Cross-alphabet (held-out alphabets, a harder
-# validation split): MAML seed 0 failed the check at 12000 (mean +1.05, best +1.61), hence
-# 20000. Raise a protocol's budget again if any of its runs fails the plateau check
-# (tools/results_inner_loop_table.py).
+# validation split): MAML seed 0 failed the check at 12000 (mean +1.05, best +1.61) and was
+# still rising at 18000 (mean validation accuracy per 1000 iterations 84.6, 85.1, 85.4, 85.6
+# from 15000), hence 30000. Raise a protocol's budget again if any of its runs fails the
+# plateau check (tools/results_inner_loop_table.py).
 budget() {  # run name -> its iterations
   case $1 in
-    cross_alphabet/*) echo 20000 ;;
+    cross_alphabet/*) echo 30000 ;;
     *) echo 12000 ;;
   esac
 }
