@@ -92,3 +92,26 @@ def test_inner_loop_setting_table_pairs_each_model_with_maml_of_its_seed():
     assert "maml_proto" not in "\n".join(lines)  # the prototype head has its own table
     heads = head_table({"models": models}).splitlines()
     assert heads[2].startswith("| MAML |") and heads[2].endswith("| +5.00 ± 0.00 * |")
+
+
+def test_inner_loop_tables_print_only_the_sections_asked_for(tmp_path, capsys):
+    import json
+
+    from tools.results_inner_loop_table import main
+
+    base = np.linspace(0.6, 1.0, 20)
+    for protocol in ("indomain", "cross_alphabet"):
+        result = {"episodes": 20, "models": [model("maml_seed0", base),
+                                             model("ours_seed0", base + 0.01)]}
+        (tmp_path / f"{protocol}_5w1s.json").write_text(json.dumps(result))
+    main(["tables", "--record", str(tmp_path), "--section", "cross_alphabet"])
+    text = capsys.readouterr().out
+    assert "### cross-alphabet" in text and "cross_alphabet_5w1s.json" in text
+    assert "in-domain" not in text and "indomain_5w1s.json" not in text
+    assert text.rstrip().endswith("(* the paired 95% interval excludes zero)")
+    main(["tables", "--record", str(tmp_path), "--section", "budget"])  # no curves recorded
+    assert capsys.readouterr().out == ""
+    main(["tables", "--record", str(tmp_path)])
+    text = capsys.readouterr().out
+    assert text.index("### in-domain") < text.index("### cross-alphabet")
+    assert text.count("(* the paired 95% interval excludes zero)") == 1

@@ -2,11 +2,12 @@
 
     python tools/results_inner_loop_table.py curves RUNS_DIR [--record docs/results/inner_loop]
     python tools/results_inner_loop_table.py tables [--record docs/results/inner_loop]
+        [--section budget|indomain|cross_alphabet ...]
 
 ``curves`` copies every study run's validation curve (iteration, validation accuracy) from
 ``RUNS_DIR`` into ``$record/validation_curves.json``, so the budget table needs no run folder.
 
-``tables`` prints:
+``tables`` prints (or only the ``--section`` parts, each pasted where docs/results.md has it):
 
 * the budget: per run, its iterations, its best validation accuracy and the plateau check.
   The curve is cut into fifths of the configured iterations. A run has plateaued when, over
@@ -181,18 +182,24 @@ def steps_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def tables(record: Path) -> None:
+SECTIONS = ("budget", *PROTOCOLS)
+
+
+def tables(record: Path, sections: tuple[str, ...] = SECTIONS) -> None:
+    """Print the sections asked for: the budget table and each protocol's tables."""
     curves_path = record / "validation_curves.json"
-    if curves_path.is_file():
+    if "budget" in sections and curves_path.is_file():
         print(f"**The budget** (`{curves_path.name}`; plateaued: over the last fifth, neither "
               f"the mean nor the best validation accuracy gains more than {PLATEAU_POINTS} "
               "points):\n")
         print(budget_table(json.loads(curves_path.read_text())) + "\n")
+    printed = False
     for protocol, title in PROTOCOLS.items():
         found = [(key, text) for key, text in SETTINGS
                  if (record / f"{protocol}_{key}.json").is_file()]
-        if not found:
+        if protocol not in sections or not found:
             continue
+        printed = True
         print(f"### {title}\n")
         for key, text in found:
             result = json.loads((record / f"{protocol}_{key}.json").read_text())
@@ -211,7 +218,8 @@ def tables(record: Path) -> None:
                       f"test episodes (`{path.name}`; in brackets: against the same model's "
                       "head alone, 0 steps):\n")
                 print(steps_table(result) + "\n")
-    print("(* the paired 95% interval excludes zero)")
+    if printed:
+        print("(* the paired 95% interval excludes zero)")
 
 
 def main(argv=None) -> int:
@@ -219,13 +227,16 @@ def main(argv=None) -> int:
     p.add_argument("command", choices=("curves", "tables"))
     p.add_argument("runs", nargs="?", type=Path, help="the study's runs folder (curves)")
     p.add_argument("--record", type=Path, default=Path("docs/results/inner_loop"))
+    p.add_argument("--section", choices=SECTIONS, action="append",
+                   help="tables: print only this part (repeatable; default: all), each pasted "
+                        "where docs/results.md has it")
     args = p.parse_args(argv)
     if args.command == "curves":
         if args.runs is None or not args.runs.is_dir():
             p.error(f"curves needs the study's runs folder (got {args.runs})")
         collect_curves(args.runs, args.record)
     else:
-        tables(args.record)
+        tables(args.record, tuple(args.section or SECTIONS))
     return 0
 
 
