@@ -177,12 +177,17 @@ class Config:
         """The task layout ``auto`` resolves to (tools/bench.py measured it: grouped
         convolutions win for many small float32 tasks, e.g. Omniglot's 32 tasks of 28x28
         images, and lose at 84x84 with 4 tasks; TensorFlow has no grouped-convolution
-        gradient on the CPU in float64 or float16)."""
+        gradient on the CPU in float64 or float16, nor any without oneDNN: see
+        ``models.conv4.grouped_gradients_available``)."""
         if self.task_batching != "auto":
             return self.task_batching
         small = self.image_size <= 32 and self.meta_batch_size >= 8
         grouped_ok = self.dtype == "float32" and self.precision in ("float32", "bfloat16")
-        return "grouped" if small and grouped_ok else "loop"
+        if not (small and grouped_ok):
+            return "loop"
+        from metagna_tf.models.conv4 import grouped_gradients_available
+
+        return "grouped" if grouped_gradients_available() else "loop"
 
     @property
     def inert_keys(self) -> frozenset[str]:

@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN on, as TensorFlow sets it by default on most x86 CPUs, so that the grouped task
+# layout (whose CPU gradient needs oneDNN) is tested on every machine; the fallback where
+# it is off has its own test (test_task_layouts.py), in a process with it off
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

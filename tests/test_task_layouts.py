@@ -120,3 +120,54 @@ def test_inner_checkpointing_gives_the_same_meta_gradients(algorithm):
         assert scale > 0 or algorithm == "fomaml", v.path
         np.testing.assert_allclose(y.numpy(), x.numpy(), rtol=1e-9, atol=1e-9 * scale,
                                    err_msg=v.path)
+
+
+ONEDNN_OFF = r"""
+import json, platform
+import numpy as np
+import tensorflow as tf
+from metagna_tf.algorithms.maml import EPISODE_KEYS, MetaLearner
+from metagna_tf.models.conv4 import grouped_gradients_available
+from tests.conftest import random_episode, tiny_config
+config = tiny_config(dtype="float32", meta_batch_size=8)
+out = {"available": grouped_gradients_available(), "auto": config.batching,
+       "cpu_only": not tf.config.list_physical_devices("GPU"), "machine": platform.machine()}
+try:
+    MetaLearner(config.replace(task_batching="grouped"))
+    out["grouped"] = "built"
+except ValueError as error:
+    out["grouped"] = str(error)
+model = MetaLearner(config)
+model.compile(optimizer="adam")
+data = random_episode(config, seed=5, tasks=8)
+logs = model.train_step({k: tf.constant(data[k]) for k in EPISODE_KEYS})
+out["loss"] = float(logs["loss"])
+print(json.dumps(out))
+"""
+
+
+def test_without_onednn_auto_falls_back_to_the_loop_and_grouped_is_refused_clearly():
+    """TensorFlow's CPU kernels have no grouped-convolution gradient without oneDNN, which it
+    leaves off on some CPUs: `auto` must then pick the loop (the meta-step trains) and an
+    explicit `grouped` must say why it can't run (a fresh process: the flag is read once)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "PYTHONPATH": str(repo)}
+    run = subprocess.run([sys.executable, "-c", ONEDNN_OFF], env=env, cwd=repo,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert np.isfinite(out["loss"])
+    if out["cpu_only"] and out["machine"] in ("x86_64", "AMD64"):
+        assert out["available"] is False  # the case this fallback exists for
+    if out["available"]:
+        assert out["auto"] == "grouped" and out["grouped"] == "built"
+    else:
+        assert out["auto"] == "loop"
+        assert "--task-batching grouped" in out["grouped"]
+        assert "TF_ENABLE_ONEDNN_OPTS=1" in out["grouped"]

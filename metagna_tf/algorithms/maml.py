@@ -29,6 +29,7 @@ from metagna_tf.algorithms.inner_loop import (
 )
 from metagna_tf.config import Config
 from metagna_tf.models import build_backbone
+from metagna_tf.models.conv4 import grouped_gradients_available
 from metagna_tf.models.head import LinearHead, check_classes
 
 EPISODE_KEYS = ("support_x", "support_y", "query_x", "query_y")
@@ -62,6 +63,12 @@ class MetaLearner(keras.Model):
         super().__init__(**kwargs)
         self.config = config if isinstance(config, Config) else Config.from_saved(config)
         config = self.config
+        if config.batching == "grouped" and not grouped_gradients_available():
+            raise ValueError(
+                "--task-batching grouped: this TensorFlow has no grouped-convolution gradient "
+                "on this machine (its CPU kernels need oneDNN, which is off here); use "
+                "--task-batching auto or loop, or set TF_ENABLE_ONEDNN_OPTS=1 before "
+                "TensorFlow is imported")
         self.backbone = build_backbone(config)
         # MAML's meta-learned N-way head (--head linear); None: the prototype head
         self.head = (LinearHead(self.backbone.feature_dim(config.image_size), config.ways,

@@ -28,6 +28,7 @@ form that the ONNX and TFLite exports carry.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import keras
 import tensorflow as tf
@@ -42,6 +43,30 @@ def to_task_layout(images):
     if images.shape[0] == 1:
         return images[0][:, :, :, None, :]
     return tf.transpose(images, [1, 2, 3, 0, 4])
+
+
+@functools.cache
+def grouped_gradients_available() -> bool:
+    """Whether TensorFlow can differentiate a grouped convolution on this machine's default
+    device. Its CPU kernels have no grouped-convolution gradient without oneDNN
+    ("Gradients for grouped convolutions are not supported on CPU"), and TensorFlow leaves
+    oneDNN off with ``TF_ENABLE_ONEDNN_OPTS=0`` and, by default, on some CPUs (seen on one
+    without AVX2); ``TF_ENABLE_ONEDNN_OPTS=1``, set before TensorFlow is imported, turns it
+    on. The two gradient kernels of a tiny grouped convolution are run once, eagerly, to tell
+    (the ops themselves: ``tf.init_scope`` pauses any gradient tape)."""
+    with tf.init_scope():
+        x = tf.zeros([1, 3, 3, 2])
+        kernel = tf.zeros([1, 1, 1, 4])  # 2 groups of 1 input channel
+        dy = tf.zeros([1, 3, 3, 4])
+        strides = [1, 1, 1, 1]
+        try:
+            tf.raw_ops.Conv2DBackpropInput(input_sizes=x.shape, filter=kernel, out_backprop=dy,
+                                           strides=strides, padding="SAME")
+            tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=kernel.shape, out_backprop=dy,
+                                            strides=strides, padding="SAME")
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+            return False
+    return True
 
 
 def task_conv(a, kernel, stride: int, grouped: bool):
