@@ -10,7 +10,7 @@ import pytest
 
 from metagna_tf.algorithms.maml import MetaLearner
 from tests.conftest import random_episode, tiny_config
-from tools.analyze_adaptation import summarize, trace_episode
+from tools.analyze_adaptation import summarize, trace_episode, with_earlier
 
 
 @pytest.mark.parametrize("form", ["joint", "per_tensor"])
@@ -33,3 +33,18 @@ def test_trace_records_each_adapted_tensors_step(form):
     assert summary["arbiter_form"] == form
     np.testing.assert_allclose(summary["steps"][1]["step_norm_mean_per_tensor"],
                                records[1]["step_norms"])
+
+
+def test_keep_earlier_keeps_models_not_analysed_again_on_the_same_episodes(tmp_path):
+    settings = {"protocol": "cross_alphabet", "ways": 5, "shots": 1, "episodes": 100}
+    earlier = {**settings, "models": [{"name": "maml_seed0", "v": 1}, {"name": "ours_seed0",
+                                                                         "v": 1}]}
+    report = {**settings, "episodes_sha256": "ab",
+              "models": [{"name": "ours_seed0", "v": 2}, {"name": "authors_seed0", "v": 2}]}
+    merged = with_earlier(earlier, report, tmp_path / "alpha.json")  # no digest then: accepted
+    assert merged == [{"name": "maml_seed0", "v": 1}, {"name": "ours_seed0", "v": 2},
+                      {"name": "authors_seed0", "v": 2}]
+    with pytest.raises(SystemExit, match="alpha.json has shots 5"):
+        with_earlier({**earlier, "shots": 5}, report, tmp_path / "alpha.json")
+    with pytest.raises(SystemExit, match="episodes_sha256"):
+        with_earlier({**earlier, "episodes_sha256": "cd"}, report, tmp_path / "alpha.json")

@@ -115,3 +115,30 @@ def test_inner_loop_tables_print_only_the_sections_asked_for(tmp_path, capsys):
     text = capsys.readouterr().out
     assert text.index("### in-domain") < text.index("### cross-alphabet")
     assert text.count("(* the paired 95% interval excludes zero)") == 1
+
+
+def test_inner_loop_curves_keep_finished_runs_whose_folders_are_gone(tmp_path, capsys):
+    import json
+
+    from tools.results_inner_loop_table import main
+
+    record, runs = tmp_path / "record", tmp_path / "runs"
+    record.mkdir()
+    finished = {"iterations": 200, "inner_lr": 0.4, "val_episodes": 100,
+                "curve": [[100, 0.8], [200, 0.9]]}
+    (record / "validation_curves.json").write_text(json.dumps({
+        "indomain/maml_seed0": finished,                                   # gone, finished: kept
+        "cross_alphabet/ours_seed0": {**finished, "curve": [[100, 0.7]]},  # gone, unfinished
+        "indomain/ours_seed0": {**finished, "curve": [[100, 0.5]]}}))      # here: replaced
+    work = runs / "indomain" / "ours_seed0"
+    work.mkdir(parents=True)
+    (work / "config.json").write_text(json.dumps({"iterations": 200, "inner_lr": 0.4,
+                                                  "val_episodes": 100}))
+    (work / "metrics.jsonl").write_text(
+        '{"iteration": 100, "val_accuracy": 0.6}\n{"iteration": 200, "loss": 1.0}\n')
+    main(["curves", str(runs), "--record", str(record)])
+    assert "dropped unfinished: cross_alphabet/ours_seed0" in capsys.readouterr().out
+    curves = json.loads((record / "validation_curves.json").read_text())
+    assert list(curves) == ["indomain/maml_seed0", "indomain/ours_seed0"]
+    assert curves["indomain/maml_seed0"] == finished
+    assert curves["indomain/ours_seed0"]["curve"] == [[100, 0.6]]

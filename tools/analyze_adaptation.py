@@ -2,6 +2,7 @@
 
     python tools/analyze_adaptation.py --workdirs runs/maml runs/metagna [--episodes 100]
         [--shots 1 5] [--protocol cross_alphabet] [--plot docs/analysis.png] [--json out.json]
+        [--keep-earlier]
 
 For a fixed set of test episodes (episode seed 0, as in evaluation), at every inner step:
 
@@ -206,6 +207,18 @@ def plot_alpha(results: list[dict], path: Path, title: str) -> None:
     fig.savefig(path, dpi=90)
 
 
+def with_earlier(earlier: dict, report: dict, path: Path) -> list[dict]:
+    """``report``'s models, after those of ``earlier`` (a record of the same episodes) that it
+    does not analyse again; a model analysed again takes its earlier place."""
+    for key in ("protocol", "ways", "shots", "episodes", "episodes_sha256"):
+        if key in earlier and earlier[key] != report[key]:
+            raise SystemExit(f"--keep-earlier: {path} has {key} {earlier[key]!r}, these "
+                             f"episodes {report[key]!r}: not the same episodes")
+    new = {m["name"]: m for m in report["models"]}
+    merged = [new.pop(m["name"], m) for m in earlier["models"]]
+    return merged + list(new.values())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdirs", nargs="+", required=True)
@@ -219,8 +232,13 @@ def main() -> None:
     p.add_argument("--alpha-plot", type=Path,
                    help="the Arbiter's alpha and the step norms per tensor and step")
     p.add_argument("--json", type=Path)
+    p.add_argument("--keep-earlier", action="store_true",
+                   help="keep the models of an existing --json (same episodes) that are not "
+                        "analysed now, e.g. whose run folders are gone; plot them all")
     args = p.parse_args()
-    from metagna_tf.comparison import short_names
+    if args.keep_earlier and args.json is None:
+        p.error("--keep-earlier extends the --json record: give --json")
+    from metagna_tf.comparison import fingerprint, short_names
 
     models = [load_trained(w)[0] for w in args.workdirs]
     first = models[0].config
@@ -236,7 +254,11 @@ def main() -> None:
         traces[name] = [trace_episode(model, sx, sy, steps) for sx, sy in episodes]
         results.append({"name": name, **summarize(model, traces[name], steps)})
     report = {"protocol": protocol, "ways": spec.ways, "shots": spec.shots,
-              "episodes": len(episodes), "models": results}
+              "episodes": len(episodes), "episodes_sha256": fingerprint(batches),
+              "models": results}
+    if args.keep_earlier and args.json.is_file():
+        report["models"] = results = with_earlier(json.loads(args.json.read_text()), report,
+                                                  args.json)
     text = json.dumps(report, indent=1)
     print(text)
     if args.json:

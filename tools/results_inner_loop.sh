@@ -164,7 +164,8 @@ if [[ $phase == evaluate ]]; then
         --inner-steps 0 1 5 10 --ways 5 --shots 1 --queries 5
     fi
     # the scales (the Arbiter's alpha, LSLR's factors) and the step norms per tensor and step:
-    # seed 0 of each linear-head model, 100 test episodes
+    # seed 0 of each linear-head model, 100 test episodes (the record keeps the models whose
+    # run folders are gone)
     seed0=()
     for run in "${trained[@]}"; do
       if [[ $run == *_seed0 && $run != *_proto_* ]]; then seed0+=("$run"); fi
@@ -172,7 +173,7 @@ if [[ $phase == evaluate ]]; then
     if [[ ${#seed0[@]} -gt 0 ]]; then
       python tools/analyze_adaptation.py --workdirs "${seed0[@]}" --episodes 100 \
         --alpha-plot "$record/alpha_${protocol}.png" --json "$record/alpha_${protocol}.json" \
-        > /dev/null || echo "FAILED: the alpha plot of $protocol"
+        --keep-earlier > /dev/null || echo "FAILED: the alpha plot of $protocol"
     fi
   done
   python tools/results_inner_loop_table.py curves "$runs" --record "$record"

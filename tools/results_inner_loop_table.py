@@ -5,7 +5,9 @@
         [--section budget|indomain|cross_alphabet ...]
 
 ``curves`` copies every study run's validation curve (iteration, validation accuracy) from
-``RUNS_DIR`` into ``$record/validation_curves.json``, so the budget table needs no run folder.
+``RUNS_DIR`` into ``$record/validation_curves.json``, so the budget table needs no run folder;
+a finished run recorded earlier stays when its folder is gone (a new machine, say), an
+unfinished one is dropped.
 
 ``tables`` prints (or only the ``--section`` parts, each pasted where docs/results.md has it):
 
@@ -64,6 +66,11 @@ def diff_text(d: dict) -> str:
 
 
 def collect_curves(runs: Path, record: Path) -> None:
+    """Every run of ``runs`` replaces its recorded curve; a recorded run whose folder is not
+    here is kept if it finished (its evaluations are in the record too) and dropped if not
+    (it can't resume from here: trained again, it starts a new curve)."""
+    path = record / "validation_curves.json"
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
     curves = {}
     for metrics in sorted(runs.glob("*/*/metrics.jsonl")):
         if metrics.parent.parent.name == "select":
@@ -74,8 +81,13 @@ def collect_curves(runs: Path, record: Path) -> None:
             "iterations": config["iterations"], "inner_lr": config["inner_lr"],
             "val_episodes": config["val_episodes"],
             "curve": [[r["iteration"], r["val_accuracy"]] for r in rows if "val_accuracy" in r]}
-    (record / "validation_curves.json").write_text(json.dumps(curves, indent=1) + "\n")
-    print(f"{len(curves)} runs -> {record / 'validation_curves.json'}")
+    kept = {name: run for name, run in earlier.items()
+            if name not in curves and plateau(run)["done"]}
+    dropped = sorted(set(earlier) - set(curves) - set(kept))
+    curves = dict(sorted({**curves, **kept}.items()))
+    path.write_text(json.dumps(curves, indent=1) + "\n")
+    print(f"{len(curves) - len(kept)} runs from {runs}, {len(kept)} finished runs kept from the "
+          f"record -> {path}" + (f"; dropped unfinished: {', '.join(dropped)}" if dropped else ""))
 
 
 def plateau(run: dict) -> dict:
