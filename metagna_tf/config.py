@@ -177,17 +177,17 @@ class Config:
         """The task layout ``auto`` resolves to (tools/bench.py measured it: grouped
         convolutions win for many small float32 tasks, e.g. Omniglot's 32 tasks of 28x28
         images, and lose at 84x84 with 4 tasks; TensorFlow has no grouped-convolution
-        gradient on the CPU in float64 or float16, nor any without oneDNN: see
-        ``models.conv4.grouped_gradients_available``)."""
+        gradient on the CPU in float64 or float16, none without oneDNN and none in bfloat16
+        without AVX-512: ``models.conv4.grouped_gradients_available`` tells)."""
         if self.task_batching != "auto":
             return self.task_batching
         small = self.image_size <= 32 and self.meta_batch_size >= 8
-        grouped_ok = self.dtype == "float32" and self.precision in ("float32", "bfloat16")
-        if not (small and grouped_ok):
+        measured = self.dtype == "float32" and self.precision in ("float32", "bfloat16")
+        if not (small and measured):
             return "loop"
         from metagna_tf.models.conv4 import grouped_gradients_available
 
-        return "grouped" if grouped_gradients_available() else "loop"
+        return "grouped" if grouped_gradients_available(self.compute_dtype) else "loop"
 
     @property
     def inert_keys(self) -> frozenset[str]:

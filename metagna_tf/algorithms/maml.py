@@ -63,12 +63,14 @@ class MetaLearner(keras.Model):
         super().__init__(**kwargs)
         self.config = config if isinstance(config, Config) else Config.from_saved(config)
         config = self.config
-        if config.batching == "grouped" and not grouped_gradients_available():
+        if (config.batching == "grouped"
+                and not grouped_gradients_available(config.compute_dtype)):
             raise ValueError(
-                "--task-batching grouped: this TensorFlow has no grouped-convolution gradient "
-                "on this machine (its CPU kernels need oneDNN, which is off here); use "
-                "--task-batching auto or loop, or set TF_ENABLE_ONEDNN_OPTS=1 before "
-                "TensorFlow is imported")
+                f"--task-batching grouped: this TensorFlow has no grouped-convolution gradient "
+                f"in {config.compute_dtype} on this machine (its CPU kernels need oneDNN, "
+                f"off here unless TF_ENABLE_ONEDNN_OPTS=1 is set before TensorFlow is "
+                f"imported, and AVX-512 for bfloat16; none in float64 or float16); use "
+                f"--task-batching auto or loop")
         self.backbone = build_backbone(config)
         # MAML's meta-learned N-way head (--head linear); None: the prototype head
         self.head = (LinearHead(self.backbone.feature_dim(config.image_size), config.ways,

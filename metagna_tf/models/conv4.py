@@ -46,25 +46,27 @@ def to_task_layout(images):
 
 
 @functools.cache
-def grouped_gradients_available() -> bool:
-    """Whether TensorFlow can differentiate a grouped convolution on this machine's default
-    device. Its CPU kernels have no grouped-convolution gradient without oneDNN
-    ("Gradients for grouped convolutions are not supported on CPU"), and TensorFlow leaves
-    oneDNN off with ``TF_ENABLE_ONEDNN_OPTS=0`` and, by default, on some CPUs (seen on one
-    without AVX2); ``TF_ENABLE_ONEDNN_OPTS=1``, set before TensorFlow is imported, turns it
-    on. The two gradient kernels of a tiny grouped convolution are run once, eagerly, to tell
+def grouped_gradients_available(dtype: str = "float32") -> bool:
+    """Whether TensorFlow can differentiate a grouped convolution in ``dtype`` on this
+    machine's default device. Its CPU kernels have none without oneDNN ("Gradients for
+    grouped convolutions are not supported on CPU"), none in float64 or float16, and in
+    bfloat16 only where oneDNN takes bfloat16 (AVX-512). TensorFlow leaves oneDNN off with
+    ``TF_ENABLE_ONEDNN_OPTS=0`` and, by default, on some CPUs (seen on one without AVX2);
+    ``TF_ENABLE_ONEDNN_OPTS=1``, set before TensorFlow is imported, turns it on. The two
+    gradient kernels of a tiny grouped convolution are run once per dtype, eagerly, to tell
     (the ops themselves: ``tf.init_scope`` pauses any gradient tape)."""
     with tf.init_scope():
-        x = tf.zeros([1, 3, 3, 2])
-        kernel = tf.zeros([1, 1, 1, 4])  # 2 groups of 1 input channel
-        dy = tf.zeros([1, 3, 3, 4])
+        x = tf.zeros([1, 3, 3, 2], dtype)
+        kernel = tf.zeros([1, 1, 1, 4], dtype)  # 2 groups of 1 input channel
+        dy = tf.zeros([1, 3, 3, 4], dtype)
         strides = [1, 1, 1, 1]
         try:
             tf.raw_ops.Conv2DBackpropInput(input_sizes=x.shape, filter=kernel, out_backprop=dy,
                                            strides=strides, padding="SAME")
             tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=kernel.shape, out_backprop=dy,
                                             strides=strides, padding="SAME")
-        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
+                tf.errors.NotFoundError):
             return False
     return True
 
