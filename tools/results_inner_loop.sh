@@ -7,6 +7,7 @@
 #   METAGNA_DATA_DIR=../shared/data/omniglot bash tools/results_inner_loop.sh select [RUNS_DIR]
 #   METAGNA_DATA_DIR=../shared/data/omniglot bash tools/results_inner_loop.sh train [RUNS_DIR] [RUN...]
 #   METAGNA_DATA_DIR=../shared/data/omniglot bash tools/results_inner_loop.sh evaluate [RUNS_DIR] [PROTOCOL...]
+#   bash tools/results_inner_loop.sh save|restore [RUNS_DIR] [RUN...]
 # select: each model's inner learning rate on the validation split (short runs, in-domain; the
 #   authors' beta sets a step's norm, ours multiplies the gradient, so the same number means
 #   different steps); writes $record/selection_val.json (compare's paired record) and
@@ -17,8 +18,16 @@
 #   5 shots; 0/1/5/10 test-time steps), the scales and step norms per tensor and step
 #   (alpha_<protocol>.png) and the runs' validation curves, written to $record; then
 #   `python tools/results_inner_loop_table.py tables` prints the tables of docs/results.md.
+# save: the runs' resumable state (config, metrics, latest and best checkpoints; all runs, or the
+#   RUNs named) into $record/runs, to commit, so that a run outlives its machine; pause training
+#   first (kill -STOP). restore: put it back into RUNS_DIR on a new machine, then `train`
+#   resumes every run where it stopped (tools/study_state.py).
 set -euo pipefail
-phase=${1:?usage: results_inner_loop.sh select|train|evaluate [RUNS_DIR]}
+phase=${1:?usage: results_inner_loop.sh select|train|evaluate|save|restore [RUNS_DIR]}
+case $phase in
+  select | train | evaluate | save | restore) ;;
+  *) echo "unknown phase '$phase': select, train, evaluate, save or restore" >&2; exit 2 ;;
+esac
 runs=${2:-runs/inner_loop}
 selected=("${@:3}")
 record=${METAGNA_STUDY_RECORD:-docs/results/inner_loop}
@@ -177,4 +186,12 @@ if [[ $phase == evaluate ]]; then
     fi
   done
   python tools/results_inner_loop_table.py curves "$runs" --record "$record"
+fi
+
+if [[ $phase == save ]]; then
+  python "$(dirname "$0")/study_state.py" save "$runs" "$record/runs" "${selected[@]}"
+fi
+
+if [[ $phase == restore ]]; then
+  python "$(dirname "$0")/study_state.py" restore "$record/runs" "$runs"
 fi
