@@ -10,6 +10,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # layout (whose CPU gradient needs oneDNN) is tested on every machine; the fallback where
 # it is off has its own test (test_task_layouts.py), in a process with it off
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# pytest-xdist runs a worker per core (pyproject's addopts, capped below): each worker's
+# TensorFlow, and the CLIs its tests start, get their share of the cores, not all of them
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -61,6 +66,12 @@ def random_episode(config: Config, seed: int = 0, tasks: int = 1) -> dict:
         "query_y": np.stack([rng.permutation(np.repeat(np.arange(config.ways), config.queries))
                              for _ in range(tasks)]).astype(np.int32),
     }
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: a worker per core, at most 4 (each holds a TensorFlow runtime and builds
+    the session's trained model once; more would cost memory for little gain)."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def pytest_collection_modifyitems(config, items):
