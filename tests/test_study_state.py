@@ -101,3 +101,18 @@ def test_errors_name_the_run_or_folder(tmp_path, capsys):
     assert "indomain/maml_seed1: its config.json differs from the saved run's" in err
     with pytest.raises(SystemExit):
         main(["copy", str(runs)])
+
+
+def test_restore_replaces_a_run_left_behind(tmp_path, capsys):
+    runs, state, behind = tmp_path / "runs", tmp_path / "state", tmp_path / "behind"
+    fake_run(runs, "indomain/maml_seed1", [100, 200, 300], best_at=300)
+    main(["save", str(runs), str(state)])
+    old = fake_run(behind, "indomain/maml_seed1", [100], best_at=100, value=50.0)
+    assert main(["restore", str(state), str(behind)]) == 0
+    assert "restored indomain/maml_seed1 at iteration 300" in capsys.readouterr().out
+    assert restored_value(old / "checkpoints") == 300.0
+    assert restored_value(old / "best") == 300.0
+    assert sorted(p.name for p in (old / "checkpoints").iterdir()) == [
+        "checkpoint", "ckpt-300.data-00000-of-00001", "ckpt-300.index"]
+    assert len((old / "metrics.jsonl").read_text().splitlines()) == 3
+    assert (old / "tensorboard").is_dir()  # what the state does not hold is left alone
