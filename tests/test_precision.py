@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from metagna_tf.algorithms.gna import normalize, sample_unit_vectors
 from metagna_tf.checkpoints import build_model
 from metagna_tf.models.conv4 import grouped_gradients_available
 from tests.conftest import random_episode, tiny_config
@@ -27,6 +28,7 @@ def test_low_precision_trains_a_few_steps_with_finite_loss(precision, batching):
             build_model(config)
         assert config.replace(task_batching="auto").batching == "loop"
         return
+    keras.utils.set_random_seed(3)  # an initialization whose float16 gradients hit exact zeros
     model = build_model(config)
     if precision == "mixed_float16":
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
@@ -49,3 +51,20 @@ def test_low_precision_trains_a_few_steps_with_finite_loss(precision, batching):
     assert low.fast[0].dtype == tf.as_dtype(config.compute_dtype)
     np.testing.assert_allclose(low.support_losses.numpy(), full.support_losses.numpy(),
                                rtol=0.1, atol=0.05)
+
+
+@pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16])
+def test_normalize_in_low_precision_maps_a_zero_gradient_to_zero_not_nan(dtype):
+    # 1 / eps = 1e12 is inf in float16, and 0 * inf is NaN: the scaling has to stay in float32
+    v = tf.constant(np.stack([np.zeros((3, 2)), np.full((3, 2), 1e-3), np.full((3, 2), 300.0)]),
+                    dtype)  # [T=3, 3, 2]: a zero gradient, a tiny one, one whose |v|^2 > 65504
+    unit, norm = normalize(v)
+    assert unit.dtype == dtype and norm.dtype == dtype
+    np.testing.assert_array_equal(tf.cast(unit[0], tf.float32).numpy(), 0.0)
+    np.testing.assert_allclose(tf.cast(norm, tf.float32).numpy(),
+                               [0.0, 1e-3 * 6 ** 0.5, 300.0 * 6 ** 0.5], rtol=1e-2)
+    np.testing.assert_allclose(tf.norm(tf.cast(unit[1:], tf.float32), axis=[1, 2]).numpy(),
+                               [1.0, 1.0], rtol=1e-2)
+    per_sample = sample_unit_vectors(v[None])  # [T=1, n=3, 3, 2]
+    assert np.isfinite(tf.cast(per_sample, tf.float32).numpy()).all()
+    np.testing.assert_array_equal(tf.cast(per_sample[0, 0], tf.float32).numpy(), 0.0)

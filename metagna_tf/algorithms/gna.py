@@ -45,10 +45,16 @@ def normalize(v, eps: float = EPS):
     """Each task's ``v`` [T, *shape] scaled to unit norm, and its norm [T]: smooth, exact unit
     norm when ``|v| > eps``, no NaN at 0 (the sum of squares in float32 for low precision)."""
     axes = list(range(1, len(v.shape)))
-    v32 = tf.cast(v, tf.float32) if v.dtype in (tf.bfloat16, tf.float16) else v
+    v32 = to_float32(v)
     sq = tf.reduce_sum(tf.square(v32), axis=axes)  # [T]
     inv = tf.math.rsqrt(tf.maximum(sq, eps * eps))
-    return v * tf.cast(per_task(inv, v), v.dtype), tf.cast(sq * inv, v.dtype)
+    # scaled in float32: 1/eps = 1e12 overflows float16, and 0 * inf would be NaN
+    return tf.cast(v32 * per_task(inv, v32), v.dtype), tf.cast(sq * inv, v.dtype)
+
+
+def to_float32(v):
+    """``v`` in float32 if it is bfloat16/float16 (sums of squares overflow float16 at 256^2)."""
+    return tf.cast(v, tf.float32) if v.dtype in (tf.bfloat16, tf.float16) else v
 
 
 def per_task(values, like):
@@ -59,8 +65,9 @@ def per_task(values, like):
 def sample_unit_vectors(sample_grads, eps: float = EPS):
     """Each sample's gradient of ``[T, n, *shape]`` per-sample gradients scaled to unit norm."""
     axes = list(range(2, len(sample_grads.shape)))
-    sq = tf.reduce_sum(tf.square(sample_grads), axis=axes, keepdims=True)
-    return sample_grads * tf.math.rsqrt(tf.maximum(sq, eps * eps))
+    g32 = to_float32(sample_grads)
+    sq = tf.reduce_sum(tf.square(g32), axis=axes, keepdims=True)
+    return tf.cast(g32 * tf.math.rsqrt(tf.maximum(sq, eps * eps)), sample_grads.dtype)
 
 
 def safe_log(x):
