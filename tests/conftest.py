@@ -16,6 +16,11 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
+# decoded datasets (metagna_tf.data.decoded_cache) shared by every worker and the CLIs they
+# start, outside the user's ~/.cache; the cache's own tests use their own folders
+os.environ.setdefault("METAGNA_CACHE_DIR", os.path.join(
+    __import__("tempfile").gettempdir(), f"metagna_tf-test-cache-{os.getuid()}"))
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metagna_tf.data.decoded_cache import cached
 from metagna_tf.data.episodes import ClassPool
 from metagna_tf.data.images import ImageOptions, decode_image, is_image_file
 
@@ -102,20 +103,27 @@ def find_sets(data_dir: Path) -> list[str]:
 
 
 def read_characters(data_dir: Path, image_size: int):
-    """{set name: {character key: uint8 (n, s, s, 1)}} with duplicates across sets dropped."""
+    """{set name: {character key: uint8 (n, s, s, 1)}} with duplicates across sets dropped
+    (read-only arrays, decoded once: ``decoded_cache``)."""
     found = find_sets(data_dir)
     if not found:
         raise FileNotFoundError(f"omniglot: no {', '.join(s + '.zip' for s in SETS)} nor "
                                 f"such folders in {data_dir}; {HELP}")
-    images: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    owner: dict[str, str] = {}
-    options = ImageOptions(image_size, 1, INVERT)
-    for set_name, key, source, read in _members(data_dir):
-        if owner.setdefault(key, set_name) != set_name:
-            continue  # same character (same drawings) already read from another set
-        images[set_name][key].append(
-            decode_image(read(), source, options))
-    return {s: {k: np.stack(v) for k, v in sorted(chars.items())} for s, chars in images.items()}
+    sources = [data_dir / f"{n}.zip" if (data_dir / f"{n}.zip").is_file() else data_dir / n
+               for n in found]
+
+    def decode():
+        images: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+        owner: dict[str, str] = {}
+        options = ImageOptions(image_size, 1, INVERT)
+        for set_name, key, source, read in _members(data_dir):
+            if owner.setdefault(key, set_name) != set_name:
+                continue  # same character (same drawings) already read from another set
+            images[set_name][key].append(decode_image(read(), source, options))
+        return {s: {k: np.stack(v) for k, v in sorted(chars.items())}
+                for s, chars in images.items()}
+
+    return cached("omniglot", sources, {"image_size": image_size, "invert": INVERT}, decode)
 
 
 SPLIT_FILES = {"standard": "splits/omniglot_minimal.json",
