@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -98,14 +99,24 @@ SERVING_CONFIG = dict(dataset="omniglot", algorithm="metagna", ways=5, shots=1, 
 
 
 @pytest.fixture(scope="session")
-def trained_workdir(omniglot_dir, tmp_path_factory) -> Path:
+def trained_workdir(omniglot_dir, tmp_path_factory, worker_id) -> Path:
     """A Meta-GNA model trained for 100 iterations on Omniglot (about 20 s; 5-way 5-shot test
-    accuracy about 80%)."""
+    accuracy about 80%). Trained once per run: the xdist workers share it (tests only read
+    it), the first to ask trains it under a file lock."""
+    from filelock import FileLock
+
     from metagna_tf.training import set_global_determinism, train
 
-    work = tmp_path_factory.mktemp("trained") / "metagna"
-    set_global_determinism(0)
-    train(Config(**SERVING_CONFIG), work, omniglot_dir, verbose=0)
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent  # the folder every worker's basetemp is in
+    work, done = root / "trained" / "metagna", root / "trained" / "done"
+    with FileLock(str(root / "trained.lock")):
+        if not done.exists():
+            shutil.rmtree(work, ignore_errors=True)  # a worker that died halfway
+            set_global_determinism(0)
+            train(Config(**SERVING_CONFIG), work, omniglot_dir, verbose=0)
+            done.touch()
     return work
 
 
