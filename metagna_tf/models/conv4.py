@@ -281,9 +281,13 @@ def conv4_sample_grad_norms(params, taps: dict, bn_out_grads, downsample: str):
         ps = tf.shape(patches)
         patches = tf.reshape(patches, [ps[0], ps[1], ps[2], 9, tasks, c])
         per_sample_kernel = tf.einsum("nhwktc,nhwtf->tnkcf", patches, g_z)
-        norms += [tf.sqrt(tf.reduce_sum(tf.square(per_sample_kernel), axis=[2, 3, 4])),
-                  tf.transpose(tf.norm(tf.reduce_sum(g_y * xhat, axis=[1, 2]), axis=-1)),
-                  tf.transpose(tf.norm(tf.reduce_sum(g_y, axis=[1, 2]), axis=-1))]
+        # the squares summed in float32: in float16 they overflow once a norm passes 256
+        f32 = tf.float32 if g_y.dtype in (tf.float16, tf.bfloat16) else g_y.dtype
+        norms += [tf.sqrt(tf.reduce_sum(tf.square(tf.cast(per_sample_kernel, f32)),
+                                        axis=[2, 3, 4])),
+                  tf.transpose(tf.norm(tf.cast(tf.reduce_sum(g_y * xhat, axis=[1, 2]), f32),
+                                       axis=-1)),
+                  tf.transpose(tf.norm(tf.cast(tf.reduce_sum(g_y, axis=[1, 2]), f32), axis=-1))]
     return norms
 
 
