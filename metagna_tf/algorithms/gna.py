@@ -77,8 +77,8 @@ def safe_log(x):
 def per_sample_norms(sample_grads):
     """``[T, num_tensors, n]`` per-sample gradient norms from ``[T, n, *shape]`` gradients."""
     return tf.stack([
-        tf.sqrt(tf.reduce_sum(tf.square(tf.reshape(g, [tf.shape(g)[0], tf.shape(g)[1], -1])),
-                              axis=-1))
+        tf.sqrt(tf.reduce_sum(tf.square(to_float32(
+            tf.reshape(g, [tf.shape(g)[0], tf.shape(g)[1], -1]))), axis=-1))
         for g in sample_grads], axis=1)
 
 
