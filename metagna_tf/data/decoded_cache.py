@@ -55,6 +55,7 @@ def fingerprint(sources: Iterable[Path], options: dict) -> str:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
         elif source.is_dir():
+            h.update(f"dir {source.name}\n".encode())
             for path in sorted(p for p in source.rglob("*") if p.is_file()):
                 st = path.stat()
                 h.update(f"{path.relative_to(source)} {st.st_size} {st.st_mtime_ns}\n".encode())
