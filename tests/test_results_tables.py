@@ -87,7 +87,7 @@ def test_inner_loop_setting_table_pairs_each_model_with_maml_of_its_seed():
     assert "+3.00 ± 0.00 *" in rows["| Meta-GNA, authors' form 0"]  # against maml_seed0
     assert "+1.00 ± 0.00 *" in rows["| Meta-GNA, authors' form 1"]  # against maml_seed1
     assert rows["| Meta-GNA, authors' form 0"].endswith("| +2.00 ± 0.00 * |")  # authors - ours
-    assert "+2.00 ± 0.00 *" in lines[-2]  # the two seeds' mean: (3 + 1) / 2
+    assert "+2.00 ± 0.00 * (per seed: +3.00, +1.00)" in lines[-2]  # the mean: (3 + 1) / 2
     assert lines[-1].startswith("| pixel nearest neighbour")
     assert "maml_proto" not in "\n".join(lines)  # the prototype head has its own table
     heads = head_table({"models": models}).splitlines()
@@ -142,3 +142,16 @@ def test_inner_loop_curves_keep_finished_runs_whose_folders_are_gone(tmp_path, c
     assert list(curves) == ["indomain/maml_seed0", "indomain/ours_seed0"]
     assert curves["indomain/maml_seed0"] == finished
     assert curves["indomain/ours_seed0"]["curve"] == [[100, 0.6]]
+
+
+def test_inner_loop_steps_table_orders_runs_by_model_head_seed_and_pairs_with_no_step():
+    from tools.results_inner_loop_table import steps_table
+
+    base = np.full(20, 0.2)
+    models = [model(f"{run}@{k}", base + 0.1 * k / 5) for run in
+              ("authors_seed1", "maml_seed1", "maml_proto_seed0", "maml_seed0") for k in (0, 5)]
+    lines = steps_table({"models": models}).splitlines()
+    assert lines[0] == "| run | 0 steps | 5 steps |"
+    assert [line.split(" | ")[0] for line in lines[2:]] == [
+        "| maml_seed0", "| maml_seed1", "| maml_proto_seed0", "| authors_seed1"]
+    assert lines[2].endswith("| 30.00 ± 1.00 (+10.00 ± 0.00 *) |")  # against its own 0 steps

@@ -21,7 +21,8 @@ unfinished one is dropped.
 * per protocol and evaluation setting (``metagna_tf.compare`` records, the same episodes for
   every model): each model's accuracy (95% CI), its paired difference against MAML of the same
   seed (seed 0 for the single-seed models), and the authors' form against ours (seed 0); with
-  more than one seed, the authors' form minus MAML over the seeds' mean per episode;
+  more than one seed, the authors' form minus MAML over the seeds' mean per episode (its
+  interval is over the episodes, the seeds held fixed) and each seed's own difference;
 * the prototype head beside the linear head, model by model (seed 0);
 * the test-time inner steps (0, 1, 5, 10), with each model's gain over its head alone.
 
@@ -146,8 +147,12 @@ def setting_table(result: dict) -> str:
     if len(seeds) > 1:
         maml = np.mean([acc[f"maml_seed{s}"] for s in seeds], axis=0)
         authors = np.mean([acc[f"authors_seed{s}"] for s in seeds], axis=0)
+        # the interval is over episodes (the seeds' mean taken per episode), so it holds the
+        # training seeds fixed; each seed's own difference shows how much they vary
+        per_seed = ", ".join(
+            f"{100 * (acc[f'authors_seed{s}'] - acc[f'maml_seed{s}']).mean():+.2f}" for s in seeds)
         lines.append(f"| **authors' form − MAML, mean of {len(seeds)} seeds** | | | "
-                     f"{diff_text(paired_difference(maml, authors))} | |")
+                     f"{diff_text(paired_difference(maml, authors))} (per seed: {per_seed}) | |")
     if "pixel_nn" in {m["name"] for m in result["models"]}:
         m = next(m for m in result["models"] if m["name"] == "pixel_nn")
         lines.append(f"| pixel nearest neighbour | | {pct(m['accuracy'])} ± {pct(m['ci95'])} | | |")
@@ -174,7 +179,9 @@ def steps_table(result: dict) -> str:
     """Accuracy at each test-time step count (names ``run@steps``); after steps, the paired
     difference against the same model's head alone (0 steps)."""
     acc = {m["name"]: (np.asarray(m["episode_accuracies"]), m) for m in result["models"]}
-    runs = list(dict.fromkeys(n.split("@")[0] for n in acc))
+    runs = sorted(dict.fromkeys(n.split("@")[0] for n in acc),  # model, head, then seed
+                  key=lambda n: (list(MODELS).index(parse(n)[0]), parse(n)[1] != "linear",
+                                 parse(n)[2]))
     counts = sorted({int(n.split("@")[1]) for n in acc if "@" in n})
     lines = ["| run | " + " | ".join(f"{k} step{'' if k == 1 else 's'}" for k in counts)
              + " |",
