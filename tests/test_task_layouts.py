@@ -48,6 +48,11 @@ def test_stacked_meta_gradients_equal_the_loop_in_float64(algorithm, downsample)
 
 @pytest.mark.parametrize("downsample", ["stride", "maxpool"])
 def test_grouped_convolutions_equal_the_loop_in_float32(downsample):
+    # a fixed initialization: in float32 the two layouts' round-off can flip a max-pooling
+    # window whose two largest inputs nearly tie, and routes that gradient elsewhere (an
+    # unseeded run failed so once in CI, 2.5% off in 16 of the first kernel's 72 entries;
+    # over 10 seeds here the worst entry used 0.11 of the tolerance)
+    keras.utils.set_random_seed(32)
     config = tiny_config(algorithm="metagna", dtype="float32", activation="relu",
                          downsample=downsample, meta_batch_size=4, image_size=28, filters=8)
     loop, grouped = pair(config, "grouped")
