@@ -15,7 +15,7 @@ predicts the same class for every query of an episode: 1/ways accuracy in every 
 no variation between episodes. Printed per model: the accuracy, the share of episodes whose
 queries all get one class, how often each of the head's outputs is predicted, and the two
 parts' ranges over the classes (the shared part's per episode, the individual part's per query;
-means over the episodes).
+means over the episodes); the JSON adds the norms of the head's W and b.
 """
 
 from __future__ import annotations
@@ -102,8 +102,10 @@ def main() -> None:
         chosen = evaluation_episodes(model.config, settings, data_dir=args.data_dir)
         records = [episode_head(model, sx, sy, qx, qy) for bx, by, qxs, qys in chosen.batches
                    for sx, sy, qx, qy in zip(bx, by, qxs, qys, strict=True)]
+        w, b = (float(tf.norm(v)) for v in model.head.params)
         report.append({"name": name, "protocol": chosen.config.protocol, "shots": args.shots,
                        "episodes_sha256": fingerprint(chosen.batches),
+                       "head_kernel_norm": w, "head_bias_norm": b,
                        **summarize(records, model.head_ways)})
     print(table(report))
     if args.json:
