@@ -121,6 +121,25 @@ def trained_workdir(omniglot_dir, tmp_path_factory, worker_id) -> Path:
 
 
 @pytest.fixture(scope="session")
+def exported_model(trained_workdir) -> Path:
+    """``trained_workdir``'s best checkpoint exported once per run by ``serving.export``
+    (TF Serving's layout: ``<base>/1``; the version folder is returned). Shared by the
+    workers like the model itself: tests only read it; one that writes works on a copy."""
+    from filelock import FileLock
+
+    from metagna_tf.checkpoints import load_trained
+    from serving.export import export_meta_model
+
+    base, done = trained_workdir.parent / "export", trained_workdir.parent / "export_done"
+    with FileLock(str(trained_workdir.parent / "export.lock")):
+        if not done.exists():
+            shutil.rmtree(base, ignore_errors=True)  # a worker that died halfway
+            export_meta_model(load_trained(trained_workdir)[0], base)
+            done.touch()
+    return base / "1"
+
+
+@pytest.fixture(scope="session")
 def support_and_queries(omniglot_dir, tmp_path_factory) -> tuple[Path, list[Path], list[str]]:
     """5 held-out (test-split) characters: a support folder of 5 PNGs per class, and 5
     other PNGs per class as queries with their true class names."""

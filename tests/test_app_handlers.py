@@ -14,7 +14,6 @@ from PIL import Image
 
 from serving import app_handlers as h
 from serving.app_model import AppModel
-from serving.export import export_meta_model
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +84,9 @@ def test_onnx_download_holds_the_session_classifier(model, uploads):
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
-def test_saved_model_backend_gives_the_same_results(model, uploads, trained_workdir, tmp_path):
+def test_saved_model_backend_gives_the_same_results(model, uploads, exported_model):
     root, names, files, queries, _ = uploads
-    export = export_meta_model(AppModel.from_workdir(trained_workdir).predictor.model,
-                               tmp_path / "m")
-    served = AppModel.from_export(export.parent)
+    served = AppModel.from_export(exported_model.parent)  # serving.export of trained_workdir
     assert served.options == model.options and served.inner_steps == model.inner_steps
     a = do_adapt(model, uploads)[0]
     b = do_adapt(served, uploads)[0]

@@ -16,6 +16,7 @@ from PIL import Image
 from metagna_tf.algorithms.maml import MetaLearner
 from metagna_tf.config import Config
 from metagna_tf.training import NonFiniteLossError, read_metrics, set_global_determinism, train
+from tests.cli_runner import run_module
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -23,12 +24,16 @@ TINY = ["--dataset", "omniglot", "--ways", "3", "--shots", "1", "--queries", "1"
         "--meta-batch-size", "2", "--filters", "8", "--val-episodes", "4", "--verbose", "0"]
 
 
-def cli(module, *args, data_dir=None, check=True):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    if data_dir is not None:
-        env["METAGNA_DATA_DIR"] = str(data_dir)
-    proc = subprocess.run([sys.executable, "-m", f"metagna_tf.{module}", *map(str, args)],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+def cli(module, *args, data_dir=None, check=True, process=False):
+    """``python -m metagna_tf.<module>``: in this process (tests/cli_runner.py), or with
+    ``process=True`` in a new interpreter (the entry points themselves)."""
+    env = {} if data_dir is None else {"METAGNA_DATA_DIR": str(data_dir)}
+    if process:
+        proc = subprocess.run([sys.executable, "-m", f"metagna_tf.{module}", *map(str, args)],
+                              capture_output=True, text=True, cwd=REPO, timeout=600,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env})
+    else:
+        proc = run_module(f"metagna_tf.{module}", *args, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
@@ -64,7 +69,7 @@ def omniglot_support(omniglot_dir, root: Path, classes=3, per_class=2):
 def test_train_evaluate_predict_through_the_clis(omniglot_dir, tmp_path):
     work = tmp_path / "run"
     out = cli("train", "--workdir", work, "--algorithm", "metagna", "--iterations", "4",
-              "--checkpoint-every", "2", *TINY, data_dir=omniglot_dir)
+              "--checkpoint-every", "2", *TINY, data_dir=omniglot_dir, process=True)
     last = last_json(out.stdout)  # short: the per-tensor metrics stay in metrics.jsonl
     rows = read_metrics(work)
     assert [r["iteration"] for r in rows] == [2, 4]
@@ -85,7 +90,7 @@ def test_train_evaluate_predict_through_the_clis(omniglot_dir, tmp_path):
     assert any((work / "tensorboard").rglob("events.out.tfevents.*"))
 
     out = cli("evaluate", "--workdir", work, "--episodes", "10", "--ways", "4",
-              data_dir=omniglot_dir)
+              data_dir=omniglot_dir, process=True)
     result = last_json(out.stdout)
     assert f"4-way 1-shot: {100 * result['accuracy']:.1f} +/- " in out.stderr
     assert result["episodes"] == 10 and result["ways"] == 4 and result["shots"] == 1
@@ -94,7 +99,8 @@ def test_train_evaluate_predict_through_the_clis(omniglot_dir, tmp_path):
     assert json.loads((work / "eval_omniglot_test_4w1s_3steps.json").read_text()) == result
 
     support, queries = omniglot_support(omniglot_dir, tmp_path)
-    out = cli("predict", "--workdir", work, "--support", support, "--query", *queries)
+    out = cli("predict", "--workdir", work, "--support", support, "--query", *queries,
+              process=True)
     pred = last_json(out.stdout)
     assert pred["classes"] == ["class_0", "class_1", "class_2"]
     assert [p["file"] for p in pred["predictions"]] == [str(q) for q in queries]
@@ -218,9 +224,9 @@ def test_bad_inputs_give_clear_errors(omniglot_dir, tmp_path):
     assert f"{support / 'other' / 'broken.jpg'}: not a readable image" in out.stderr
     assert "BytesIO" not in out.stderr  # no PIL object repr in the message
 
-    out = cli("evaluate", "--workdir", tmp_path / "empty", check=False)
+    out = cli("evaluate", "--workdir", tmp_path / "empty", check=False, process=True)
     assert out.returncode == 2
-    # TensorFlow's start-up lines are hidden unless --verbose
+    # TensorFlow's start-up lines are hidden unless --verbose (a new process shows them)
     assert "oneDNN" not in out.stderr and "absl::InitializeLog" not in out.stderr
     assert f"{tmp_path / 'empty'}: no such workdir, checkpoint folder or checkpoint" in out.stderr
 

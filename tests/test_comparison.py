@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +11,7 @@ import pytest
 from metagna_tf.baselines import pixel_nn_accuracy
 from metagna_tf.corruption import KINDS, corrupt_batch, corrupt_support, corrupted_count
 from metagna_tf.metrics import mean_ci95, paired_difference
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.cli_runner import run_module
 
 
 def test_paired_interval_on_a_constructed_example():
@@ -88,12 +83,10 @@ def test_compare_cli_on_two_models(trained_workdir, tmp_path, omniglot_dir):
 
     other = tmp_path / "copy" / "metagna"
     shutil.copytree(trained_workdir, other)  # same weights: the paired difference is exactly 0
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "METAGNA_DATA_DIR": str(omniglot_dir)}
-    proc = subprocess.run([sys.executable, "-m", "metagna_tf.compare", "--workdirs",
-                           str(trained_workdir), str(other), "--episodes", "12", "--pixel-nn",
-                           "--inner-steps", "0", "2", "--support-corruption", "label",
-                           "--output", str(tmp_path / "c.json")],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    proc = run_module("metagna_tf.compare", "--workdirs", trained_workdir, other, "--episodes",
+                      "12", "--pixel-nn", "--inner-steps", "0", "2", "--support-corruption",
+                      "label", "--output", tmp_path / "c.json",
+                      env={"METAGNA_DATA_DIR": str(omniglot_dir)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
     assert json.loads((tmp_path / "c.json").read_text()) == result
@@ -115,12 +108,11 @@ def test_compare_reuses_an_earlier_result_on_the_same_episodes(trained_workdir, 
 
     other = tmp_path / "other" / "metagna"
     shutil.copytree(trained_workdir, other)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "METAGNA_DATA_DIR": str(omniglot_dir)}
     flags = ["--episodes", "8", "--pixel-nn", "--support-corruption", "occlusion"]
 
     def compare(*args):
-        return subprocess.run([sys.executable, "-m", "metagna_tf.compare", *args],
-                              capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+        return run_module("metagna_tf.compare", *args,
+                          env={"METAGNA_DATA_DIR": str(omniglot_dir)})
 
     first = compare("--workdirs", str(trained_workdir), *flags, "--output", str(tmp_path / "a.json"))
     assert first.returncode == 0, first.stderr[-3000:]
@@ -157,12 +149,11 @@ def test_compare_keeps_earlier_models_whose_folders_are_gone(trained_workdir, tm
                                                             omniglot_dir):
     """--keep-earlier: a study grows over machines; models recorded earlier stay in the
     result (folder gone or not), except those of a folder evaluated now."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "METAGNA_DATA_DIR": str(omniglot_dir)}
     flags = ["--episodes", "6", "--pixel-nn", "--shots", "1"]
 
     def compare(*args):
-        return subprocess.run([sys.executable, "-m", "metagna_tf.compare", *args],
-                              capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+        return run_module("metagna_tf.compare", *args,
+                          env={"METAGNA_DATA_DIR": str(omniglot_dir)})
 
     first = compare("--workdirs", str(trained_workdir), *flags, "--output", str(tmp_path / "a.json"))
     assert first.returncode == 0, first.stderr[-3000:]
@@ -198,13 +189,11 @@ def test_compare_keeps_earlier_models_whose_folders_are_gone(trained_workdir, tm
 def test_compare_at_test_time_learning_rates(trained_workdir, tmp_path, omniglot_dir):
     """--inner-lr: every model at each test-time inner learning rate; a vanishing rate is the
     prototype head alone, the model's own rate is its default evaluation."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "METAGNA_DATA_DIR": str(omniglot_dir)}
     flags = ["--episodes", "8", "--shots", "5", "--support-corruption", "label"]
 
     def compare(*args):
-        return subprocess.run([sys.executable, "-m", "metagna_tf.compare", "--workdirs",
-                               str(trained_workdir), *flags, *args],
-                              capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+        return run_module("metagna_tf.compare", "--workdirs", trained_workdir, *flags, *args,
+                          env={"METAGNA_DATA_DIR": str(omniglot_dir)})
 
     proc = compare("--inner-steps", "0", "2", "--inner-lr", "0.1", "1e-7", "3",
                    "--output", str(tmp_path / "a.json"))

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from metagna_tf.config import PRESETS, Config
+from tests.cli_runner import run_module
 from tests.fixtures_images import (
     make_csv,
     make_cub,
@@ -21,7 +19,6 @@ from tests.fixtures_images import (
     make_tree,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--config", "mini_imagenet_5w1s", "--algorithm", "maml", "--ways", "2", "--shots", "1",
          "--queries", "1", "--meta-batch-size", "1", "--inner-steps", "1",
          "--inner-steps-test", "1", "--iterations", "2", "--checkpoint-every", "1",
@@ -29,10 +26,7 @@ SMALL = ["--config", "mini_imagenet_5w1s", "--algorithm", "maml", "--ways", "2",
 
 
 def run_cli(module: str, *args: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("METAGNA_DATA_DIR", None)
-    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=600)
+    proc = run_module(module, *args, env={"METAGNA_DATA_DIR": None})
     assert proc.returncode == 0, f"{module} {' '.join(args)} failed:\n{proc.stderr[-3000:]}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -51,11 +45,25 @@ def train_and_evaluate(dataset: str, data_dir: Path, workdir: Path, *train_flags
     return result
 
 
+@pytest.fixture(scope="module")
+def mini_imagenet_run(tmp_path_factory) -> Path:
+    """A model trained through the CLI on the pickle-cache format, evaluated there too."""
+    root = tmp_path_factory.mktemp("mini_run")
+    result = train_and_evaluate("mini_imagenet", make_pickle_cache(root / "data"), root / "run")
+    assert result["eval_dataset"] == "mini_imagenet"
+    return root / "run"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("make", [make_pickle_cache, make_rfs, make_csv, make_tree],
-                         ids=["pickle", "rfs", "csv", "tree"])
-def test_mini_imagenet_formats_train_and_evaluate(tmp_path, make):
-    result = train_and_evaluate("mini_imagenet", make(tmp_path / "data"), tmp_path / "run")
+@pytest.mark.parametrize("make", [make_rfs, make_csv, make_tree], ids=["rfs", "csv", "tree"])
+def test_mini_imagenet_formats_through_the_cli(mini_imagenet_run, tmp_path, make):
+    """The other formats read by the evaluate CLI: one training, on the pickle cache (trained
+    and evaluated there by the fixture), serves all; every split of every format is read
+    directly in test_data_sources.py."""
+    result = run_cli("metagna_tf.evaluate", "--workdir", str(mini_imagenet_run), "--dataset",
+                     "mini_imagenet", "--data-dir", str(make(tmp_path / "data")), "--split",
+                     "test", "--episodes", "4")
+    assert result["episodes"] == 4 and 0.0 <= result["accuracy"] <= 1.0
     assert result["eval_dataset"] == "mini_imagenet"
 
 

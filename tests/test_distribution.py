@@ -50,17 +50,22 @@ def test_mirrored_meta_gradients_equal_the_single_device_ones():
     assert out["replicas"] == 2 and out["max_relative_error"] < 1e-5
 
 
-def test_mirrored_run_matches_the_single_device_run(omniglot_dir, tmp_path):
-    single = run("train", "--workdir", tmp_path / "single", "--iterations", "4",
-                 "--data-dir", omniglot_dir)
-    mirrored = run("train", "--workdir", tmp_path / "mirrored", "--iterations", "4",
+@pytest.fixture(scope="module")
+def single(omniglot_dir, tmp_path_factory) -> dict:
+    """The reference: 6 iterations on one device (both distributed runs are checked on it)."""
+    return run("train", "--workdir", tmp_path_factory.mktemp("single") / "single",
+               "--iterations", "6", "--data-dir", omniglot_dir)
+
+
+def test_mirrored_run_matches_the_single_device_run(single, omniglot_dir, tmp_path):
+    mirrored = run("train", "--workdir", tmp_path / "mirrored", "--iterations", "6",
                    "--strategy", "mirrored", "--logical-cpus", "2", "--data-dir", omniglot_dir)
     assert_same_rows(single["rows"], mirrored["rows"])  # validation aggregated right, too
     for a, b in zip(single["weights"], mirrored["weights"], strict=True):
         assert b == pytest.approx(a, rel=1e-5)
 
 
-def test_two_workers_train_resume_and_match_one_device(omniglot_dir, tmp_path):
+def test_two_workers_train_resume_and_match_one_device(single, omniglot_dir, tmp_path):
     ports = [free_port(), free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     work = tmp_path / "multi"
@@ -78,7 +83,5 @@ def test_two_workers_train_resume_and_match_one_device(omniglot_dir, tmp_path):
     assert sorted(p.name for p in (work / "checkpoints").glob("*.index")) == [
         "ckpt-2.index", "ckpt-4.index"]  # the chief's checkpoints only, in the workdir
     resumed = workers(6)  # both workers restore iteration 4 from the workdir and go on
-    single = run("train", "--workdir", tmp_path / "single", "--iterations", "6",
-                 "--data-dir", omniglot_dir)
     assert_same_rows(single["rows"], resumed[0]["rows"])
     assert resumed[0]["rows"] == resumed[1]["rows"]  # one metrics file, the chief's

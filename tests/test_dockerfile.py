@@ -50,8 +50,7 @@ def test_two_targets_with_pinned_images(stages):
     assert ":" in stages["app"]["image"] and "latest" not in stages["app"]["image"]
 
 
-def test_serving_stage_copies_an_export_to_the_tf_serving_layout(stages, trained_workdir,
-                                                                 tmp_path):
+def test_serving_stage_copies_an_export_to_the_tf_serving_layout(stages, exported_model):
     stage = stages["serving"]
     variables = {}
     for value in values(stage, "ARG"):
@@ -63,16 +62,17 @@ def test_serving_stage_copies_an_export_to_the_tf_serving_layout(stages, trained
     (source, destination), = values(stage, "COPY")
     source, destination = expand(source, variables), expand(destination, variables)
     assert destination == "/models/metagna"  # TF Serving's MODEL_BASE_PATH/MODEL_NAME
+    # the source is the folder the README's export command writes, before `docker build`
+    assert source == "exported/metagna"
+    assert f"python -m serving.export --workdir runs/omniglot_metagna --output {source}" in (
+        REPO / "README.md").read_text()
     assert set(values(stage, "EXPOSE")[0]) == {"8500", "8501"}
-    # what `serving.export --output <MODEL_DIR>` writes is a base path of version folders,
-    # exactly what TF Serving expects at /models/metagna
-    from metagna_tf.checkpoints import load_trained
-    from serving.export import export_meta_model
-
-    context = tmp_path / "context"
-    export_meta_model(load_trained(trained_workdir)[0], context / source)
-    assert versions(context / source) == [1]
-    assert (context / source / "1" / "saved_model.pb").is_file()
+    # what `serving.export --output <MODEL_DIR>` writes (conftest's export of the trained
+    # model) is a base path of version folders, exactly what TF Serving expects at
+    # /models/metagna
+    base = exported_model.parent
+    assert versions(base) == [1]
+    assert (base / "1" / "saved_model.pb").is_file()
 
 
 def test_app_stage_installs_this_repository_and_runs_the_app(stages):

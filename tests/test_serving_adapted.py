@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +19,7 @@ from metagna_tf.prediction import Predictor, read_support
 from serving.adapted import read_onnx_metadata
 from serving.export_adapted import adapted_classifier, write_formats
 from serving.versions import read_info
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.cli_runner import run_module
 
 
 @pytest.fixture(scope="module")
@@ -120,11 +116,9 @@ def test_existing_files_are_not_replaced_without_overwrite(written):
 def test_export_adapted_and_onnx_predict_clis_agree_with_predict(trained_workdir,
                                                                  support_and_queries, tmp_path):
     support_dir, queries, truth = support_and_queries
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
     def cli(*args):
-        proc = subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True,
-                              text=True, cwd=REPO, env=env, timeout=600)
+        proc = run_module(*args)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return json.loads(proc.stdout.strip().splitlines()[-1])
 

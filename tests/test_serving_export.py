@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +21,10 @@ from metagna_tf.prediction import Predictor, read_support
 from serving.export import export_meta_model
 from serving.tf1_loader import LoadedModel
 from serving.versions import read_info
+from tests.cli_runner import run_module
 from tests.conftest import tiny_config
 from tests.tf_serving_stub import TFServingStub, decode_columnar
 
-REPO = Path(__file__).resolve().parents[1]
 SAVED_MODEL_CLI = Path(sys.executable).with_name("saved_model_cli")
 
 
@@ -34,8 +34,8 @@ def model(trained_workdir):
 
 
 @pytest.fixture(scope="module")
-def exported(model, tmp_path_factory):
-    return export_meta_model(model, tmp_path_factory.mktemp("export") / "metagna")
+def exported(exported_model):
+    return exported_model  # conftest: exported once per run, read-only
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,25 @@ def task(model, support_and_queries):
 
 
 @pytest.fixture(scope="module")
+def predictor(model):
+    """The library's adapt-then-classify at the export's 3 steps (traced once, reused)."""
+    return Predictor(model, 3)
+
+
+@pytest.fixture(scope="module")
+def expected(predictor, task):
+    """The library's probabilities for the shared task: what every served path must give."""
+    _, sx, sy, qx = task
+    return predictor.predict(sx, sy, qx)
+
+
+@pytest.fixture(scope="module")
+def reloaded(exported):
+    """The export loaded back by TensorFlow 2 (``tf.saved_model.load``)."""
+    return tf.saved_model.load(str(exported))
+
+
+@pytest.fixture(scope="module")
 def tf1_model(exported):
     loaded = LoadedModel(str(exported))
     yield loaded
@@ -55,12 +74,18 @@ def tf1_model(exported):
 
 
 def run_cli(*args, check=True):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO, env=env, timeout=600)
+    proc = run_module(*args)
     if check and proc.returncode:
         raise AssertionError(f"{args[0]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+@pytest.fixture(scope="module")
+def predict_reference(trained_workdir, support_and_queries) -> dict:
+    """The predict CLI's JSON for the shared task: what every serving path must reproduce."""
+    support_dir, queries, _ = support_and_queries
+    return json.loads(run_cli("metagna_tf.predict", "--workdir", trained_workdir,
+                              "--support", support_dir, "--query", *queries).stdout)
 
 
 def test_export_layout_and_model_info(exported, model):
@@ -69,26 +94,19 @@ def test_export_layout_and_model_info(exported, model):
     assert info["image_size"] == 28 and info["channels"] == 1 and info["invert"] is True
     assert info["inner_steps"] == model.config.inner_steps_test == 3
     assert info["tensor_names"] == model.tensor_names
-    # versions: the next free number; an existing version is never replaced
-    second = export_meta_model(model, exported.parent)
-    assert second.name == "2"
-    with pytest.raises(FileExistsError, match="already exists"):
-        export_meta_model(model, exported.parent, version=1)
-    assert not [p for p in exported.parent.iterdir() if p.name.startswith(".tmp")]
 
 
-def test_every_signature_after_reload_matches_the_library(exported, model, task):
+def test_every_signature_after_reload_matches_the_library(reloaded, model, task, predictor,
+                                                          expected):
     classes, sx, sy, qx = task
-    loaded = tf.saved_model.load(str(exported))
-    sig = loaded.signatures
+    sig = reloaded.signatures
     assert set(sig) == {"serving_default", "adapt_and_predict", "adapt", "classify"}
-    expected = Predictor(model, 3).predict(sx, sy, qx)
     args = dict(support_images=tf.constant(sx), support_labels=tf.constant(sy),
                 num_classes=tf.constant(len(classes)))
     out = sig["adapt_and_predict"](**args, query_images=tf.constant(qx))
     np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)
     np.testing.assert_allclose(tf.nn.softmax(out["logits"]).numpy(), expected, atol=1e-5)
-    adapted = Predictor(model, 3).adapt(sx, sy)
+    adapted = predictor.adapt(sx, sy)
     np.testing.assert_allclose(out["support_loss"].numpy(), adapted.support_losses.numpy(),
                                rtol=1e-5)
     assert out["arbiter_scales"].shape == (3, len(model.tensor_names))
@@ -102,22 +120,21 @@ def test_every_signature_after_reload_matches_the_library(exported, model, task)
     assert sorted(weights) == sorted(expected_names)
     for half in (qx[:7], qx[7:]):
         got = sig["classify"](**weights, images=tf.constant(half))["probabilities"].numpy()
-        np.testing.assert_allclose(got, Predictor(model, 3).predict(sx, sy, half), atol=1e-5)
+        np.testing.assert_allclose(got, predictor.predict(sx, sy, half), atol=1e-5)
 
 
-def test_any_number_of_classes_and_shots(exported, model, task):
+def test_any_number_of_classes_and_shots(reloaded, predictor, task):
     _, sx, sy, qx = task
     keep = sy < 3  # 3 classes, 5 shots each
-    loaded = tf.saved_model.load(str(exported))
-    out = loaded.signatures["adapt_and_predict"](
+    out = reloaded.signatures["adapt_and_predict"](
         support_images=tf.constant(sx[keep]), support_labels=tf.constant(sy[keep]),
         num_classes=tf.constant(3), query_images=tf.constant(qx[:4]))
     assert out["probabilities"].shape == (4, 3)
     np.testing.assert_allclose(out["probabilities"].numpy(),
-                               Predictor(model, 3).predict(sx[keep], sy[keep], qx[:4]), atol=1e-5)
+                               predictor.predict(sx[keep], sy[keep], qx[:4]), atol=1e-5)
 
 
-def test_maml_export_reports_unit_scales(tmp_path):
+def test_maml_export_reports_unit_scales_and_takes_the_next_version(tmp_path):
     config = tiny_config(dtype="float32", activation="relu", downsample="stride",
                          algorithm="maml", image_size=28)
     path = export_meta_model(MetaLearner(config), tmp_path / "maml", inner_steps=2)
@@ -128,9 +145,15 @@ def test_maml_export_reports_unit_scales(tmp_path):
         num_classes=tf.constant(2), query_images=tf.constant(sx[:1]))
     np.testing.assert_array_equal(out["arbiter_scales"].numpy(), np.ones((2, 14)))
     assert out["support_loss"].shape == (3,)
+    # versions: the next free number; an existing version is never replaced
+    model = MetaLearner(config)
+    assert export_meta_model(model, path.parent).name == "2"
+    with pytest.raises(FileExistsError, match="already exists"):
+        export_meta_model(model, path.parent, version=1)
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp")]
 
 
-def test_saved_model_cli_show_and_run(exported, model, task, tmp_path):
+def test_saved_model_cli_show_and_run(exported, expected, task, tmp_path):
     _, sx, sy, qx = task
     show = subprocess.run([SAVED_MODEL_CLI, "show", "--dir", exported, "--all"],
                           capture_output=True, text=True, timeout=300, check=True).stdout
@@ -149,10 +172,10 @@ def test_saved_model_cli_show_and_run(exported, model, task, tmp_path):
                     "--outdir", out_dir],
                    capture_output=True, text=True, timeout=300, check=True)
     probabilities = np.load(out_dir / "probabilities.npy")
-    np.testing.assert_allclose(probabilities, Predictor(model, 3).predict(sx, sy, qx), atol=1e-5)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
 
 
-def test_client_body_through_the_tf1_loader_gives_predict(exported, trained_workdir,
+def test_client_body_through_the_tf1_loader_gives_predict(exported, predict_reference,
                                                           support_and_queries, tf1_model):
     support_dir, queries, _ = support_and_queries
     body = json.loads(run_cli("serving.client", "--model", exported.parent, "--support",
@@ -162,17 +185,15 @@ def test_client_body_through_the_tf1_loader_gives_predict(exported, trained_work
                                    "query_images"}
     signature, inputs = decode_columnar(body)
     out = tf1_model.run(signature, inputs)
-    reference = json.loads(run_cli("metagna_tf.predict", "--workdir", trained_workdir,
-                                   "--support", support_dir, "--query", *queries).stdout)
+    reference = predict_reference
     for row, pred in zip(out["probabilities"], reference["predictions"], strict=True):
         np.testing.assert_allclose(row, [pred["probabilities"][c] for c in reference["classes"]],
                                    atol=1e-5)
 
 
-def test_client_over_http_prints_predict_json(exported, trained_workdir, support_and_queries):
+def test_client_over_http_prints_predict_json(exported, predict_reference, support_and_queries):
     support_dir, queries, _ = support_and_queries
-    reference = json.loads(run_cli("metagna_tf.predict", "--workdir", trained_workdir,
-                                   "--support", support_dir, "--query", *queries).stdout)
+    reference = predict_reference
     with TFServingStub({"metagna": str(exported)}) as base:
         out = run_cli("serving.client", "--url", f"{base}/metagna", "--model", exported,
                       "--support", support_dir, "--query", *queries)
@@ -207,7 +228,7 @@ BAD_REQUESTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
-def test_bad_input_is_named_and_the_model_keeps_serving(case, tf1_model, model, task):
+def test_bad_input_is_named_and_the_model_keeps_serving(case, tf1_model, expected, task):
     _, sx, sy, qx = task
     make, message = BAD_REQUESTS[case]
     s, y, n, q = make(sx, sy, qx)
@@ -216,8 +237,7 @@ def test_bad_input_is_named_and_the_model_keeps_serving(case, tf1_model, model, 
         tf1_model.run("adapt_and_predict", inputs)
     good = {"support_images": sx, "support_labels": sy, "num_classes": 5, "query_images": qx}
     out = tf1_model.run("adapt_and_predict", good)
-    np.testing.assert_allclose(out["probabilities"], Predictor(model, 3).predict(sx, sy, qx),
-                               atol=1e-5)
+    np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
 
 
 def test_export_cli_and_its_errors(trained_workdir, tmp_path):
@@ -233,7 +253,5 @@ def test_export_cli_and_its_errors(trained_workdir, tmp_path):
     assert missing.returncode == 2 and "no such workdir" in missing.stderr
     # a copied best/ folder is self-contained
     best = tmp_path / "best_copy"
-    import shutil
-
     shutil.copytree(trained_workdir / "best", best)
     run_cli("serving.export", "--workdir", best, "--output", tmp_path / "from_best")
