@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from metagna_tf import tuning
 from metagna_tf.config import Config
 from metagna_tf.tuning import load_space, tune
+from tests.cli_runner import run_module
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = dict(dataset="omniglot", algorithm="metagna", ways=3, shots=1, queries=1,
             meta_batch_size=2, filters=8, val_episodes=4, checkpoint_every=2)
 
@@ -56,11 +52,9 @@ def test_search_resumes_retries_and_its_winner_trains(omniglot_dir, tmp_path, mo
     assert best["inner_lr"] == result["best"]["inner_lr"]
     assert any((work / "tensorboard").rglob("events.out.tfevents.*"))
     # each trial is an ordinary workdir; the winner's config trains with the train command
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "METAGNA_DATA_DIR": str(omniglot_dir)}
-    proc = subprocess.run([sys.executable, "-m", "metagna_tf.train", "--config",
-                           str(work / "best_config.json"), "--iterations", "2",
-                           "--workdir", str(tmp_path / "winner"), "--verbose", "0"],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    proc = run_module("metagna_tf.train", "--config", work / "best_config.json", "--iterations",
+                      "2", "--workdir", tmp_path / "winner", "--verbose", "0",
+                      env={"METAGNA_DATA_DIR": str(omniglot_dir)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     trained = json.loads((tmp_path / "winner" / "config.json").read_text())
     assert trained["inner_lr"] == best["inner_lr"] and trained["iterations"] == 2
