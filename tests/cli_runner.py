@@ -19,25 +19,7 @@ import logging
 import os
 import subprocess
 import sys
-
-
-@contextlib.contextmanager
-def _environ(changes: dict[str, str | None]):
-    """``os.environ`` with ``changes`` applied (None removes a key), restored afterwards."""
-    saved = {key: os.environ.get(key) for key in changes}
-    try:
-        for key, value in changes.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+from unittest import mock
 
 
 @contextlib.contextmanager
@@ -64,22 +46,23 @@ def run_module(module: str, *args, env: dict[str, str | None] | None = None
     main = importlib.import_module(module).main
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
-    saved_argv = sys.argv
-    sys.argv = [module, *argv]
-    try:
-        with _environ(env or {}), _log_to(err), contextlib.redirect_stdout(out), \
-                contextlib.redirect_stderr(err):
-            try:
-                cli.run(lambda: main(argv))
+    # sys.argv and os.environ are restored on leaving
+    with mock.patch.object(sys, "argv", [module, *argv]), mock.patch.dict(os.environ), \
+            _log_to(err), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        for key, value in (env or {}).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        try:
+            cli.run(lambda: main(argv))
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code
+            if code is None:
                 code = 0
-            except SystemExit as exit_:
-                code = exit_.code
-                if code is None:
-                    code = 0
-                elif not isinstance(code, int):  # sys.exit("message")
-                    print(code, file=sys.stderr)
-                    code = 1
-    finally:
-        sys.argv = saved_argv
+            elif not isinstance(code, int):  # sys.exit("message")
+                print(code, file=sys.stderr)
+                code = 1
     return subprocess.CompletedProcess([sys.executable, "-m", module, *argv], code,
                                        out.getvalue(), err.getvalue())
