@@ -124,7 +124,7 @@ def trained_workdir(omniglot_dir, tmp_path_factory, worker_id) -> Path:
 def exported_model(trained_workdir) -> Path:
     """``trained_workdir``'s best checkpoint exported once per run by ``serving.export``
     (TF Serving's layout: ``<base>/1``; the version folder is returned). Shared by the
-    workers like the model itself: tests only read it; one that writes works on a copy."""
+    workers like the model itself; tests only read it."""
     from filelock import FileLock
 
     from metagna_tf.checkpoints import load_trained
