@@ -92,6 +92,19 @@ def test_inner_loop_setting_table_pairs_each_model_with_maml_of_its_seed():
     assert "maml_proto" not in "\n".join(lines)  # the prototype head has its own table
     heads = head_table({"models": models}).splitlines()
     assert heads[2].startswith("| MAML |") and heads[2].endswith("| +5.00 ± 0.00 * |")
+    assert "over the seeds" not in lines[-2]  # two seeds: no interval over seeds
+
+
+def test_inner_loop_three_seeds_add_the_t_interval_over_the_seeds():
+    from tools.results_inner_loop_table import setting_table
+
+    base = np.random.default_rng(2).uniform(0.5, 0.9, 40)
+    models = [model(f"maml_seed{s}", base) for s in range(3)]
+    models += [model(f"authors_seed{s}", base + gain) for s, gain in enumerate((0.03, 0.01, 0.02))]
+    mean_row = setting_table({"models": models}).splitlines()[-1]
+    # per-seed differences 3, 1, 2 points: mean 2, sd 1, t(0.975, 2 dof) = 4.303 -> 4.303 / sqrt(3)
+    assert "(per seed: +3.00, +1.00, +2.00; over the seeds: +2.00 ± 2.48)" in mean_row
+    assert "+2.00 ± 0.00 *" in mean_row  # the episode interval holds the seeds fixed
 
 
 def test_inner_loop_tables_print_only_the_sections_asked_for(tmp_path, capsys):

@@ -22,7 +22,8 @@ unfinished one is dropped.
   every model): each model's accuracy (95% CI), its paired difference against MAML of the same
   seed (seed 0 for the single-seed models), and the authors' form against ours (seed 0); with
   more than one seed, the authors' form minus MAML over the seeds' mean per episode (its
-  interval is over the episodes, the seeds held fixed) and each seed's own difference;
+  interval is over the episodes, the seeds held fixed) and each seed's own difference; from
+  three seeds, also the t interval over those per-seed differences (the seeds as the sample);
 * the prototype head beside the linear head, model by model (seed 0);
 * the test-time inner steps (0, 1, 5, 10), with each model's gain over its head alone.
 
@@ -151,8 +152,16 @@ def setting_table(result: dict) -> str:
         # training seeds fixed; each seed's own difference shows how much they vary
         per_seed = ", ".join(
             f"{100 * (acc[f'authors_seed{s}'] - acc[f'maml_seed{s}']).mean():+.2f}" for s in seeds)
+        # from three seeds on, also the t interval over the seeds' own differences (n - 1
+        # dof): it counts the training run's variation, which the episode interval does not
+        over_seeds = ""
+        if len(seeds) > 2:
+            by_seed = paired_difference([acc[f"maml_seed{s}"].mean() for s in seeds],
+                                        [acc[f"authors_seed{s}"].mean() for s in seeds])
+            over_seeds = f"; over the seeds: {diff_text(by_seed)}"
         lines.append(f"| **authors' form − MAML, mean of {len(seeds)} seeds** | | | "
-                     f"{diff_text(paired_difference(maml, authors))} (per seed: {per_seed}) | |")
+                     f"{diff_text(paired_difference(maml, authors))} (per seed: {per_seed}"
+                     f"{over_seeds}) | |")
     if "pixel_nn" in {m["name"] for m in result["models"]}:
         m = next(m for m in result["models"] if m["name"] == "pixel_nn")
         lines.append(f"| pixel nearest neighbour | | {pct(m['accuracy'])} ± {pct(m['ci95'])} | | |")
