@@ -157,6 +157,45 @@ def test_inner_loop_curves_keep_finished_runs_whose_folders_are_gone(tmp_path, c
     assert curves["indomain/ours_seed0"]["curve"] == [[100, 0.6]]
 
 
+def test_inner_loop_curves_keep_a_finished_run_while_it_trains_again(tmp_path, capsys):
+    import json
+
+    from tools.results_inner_loop_table import main
+
+    record, runs = tmp_path / "record", tmp_path / "runs"
+    record.mkdir()
+    finished = {"iterations": 200, "inner_lr": 0.4, "val_episodes": 100,
+                "curve": [[100, 0.8], [200, 0.9]]}
+    (record / "validation_curves.json").write_text(json.dumps(
+        {"cross_alphabet/maml_seed0": finished, "indomain/maml_seed1": finished,
+         "indomain/maml_seed2": finished}))
+
+    def folder(name, iterations, rows):
+        work = runs / name
+        work.mkdir(parents=True)
+        (work / "config.json").write_text(json.dumps({"iterations": iterations,
+                                                      "inner_lr": 0.4, "val_episodes": 100}))
+        (work / "metrics.jsonl").write_text("".join(
+            json.dumps({"iteration": i, "val_accuracy": a}) + "\n" for i, a in rows))
+
+    folder("cross_alphabet/maml_seed0", 300, [[100, 0.5]])  # from 0 to a larger budget
+    folder("indomain/maml_seed1", 300, [[100, 0.8], [200, 0.9], [300, 0.95]])  # resumed: done
+    folder("indomain/maml_seed2", 300, [[100, 0.8], [200, 0.9]])  # resumed, still training
+    main(["curves", str(runs), "--record", str(record)])
+    assert "kept while trained again: cross_alphabet/maml_seed0" in capsys.readouterr().out
+    curves = json.loads((record / "validation_curves.json").read_text())
+    assert curves["cross_alphabet/maml_seed0"] == finished
+    assert curves["indomain/maml_seed1"]["curve"][-1] == [300, 0.95]
+    assert curves["indomain/maml_seed2"]["iterations"] == 300  # the folder's, unfinished
+    # once the new run has finished, it replaces the record
+    (runs / "cross_alphabet/maml_seed0/metrics.jsonl").write_text(
+        '{"iteration": 100, "val_accuracy": 0.5}\n{"iteration": 200, "val_accuracy": 0.6}\n'
+        '{"iteration": 300, "val_accuracy": 0.7}\n')
+    main(["curves", str(runs), "--record", str(record)])
+    curves = json.loads((record / "validation_curves.json").read_text())
+    assert curves["cross_alphabet/maml_seed0"]["curve"][-1] == [300, 0.7]
+
+
 def test_inner_loop_steps_table_orders_runs_by_model_head_seed_and_pairs_with_no_step():
     from tools.results_inner_loop_table import steps_table
 

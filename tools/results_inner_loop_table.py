@@ -6,8 +6,9 @@
 
 ``curves`` copies every study run's validation curve (iteration, validation accuracy) from
 ``RUNS_DIR`` into ``$record/validation_curves.json``, so the budget table needs no run folder;
-a finished run recorded earlier stays when its folder is gone (a new machine, say), an
-unfinished one is dropped.
+a finished run recorded earlier stays when its folder is gone (a new machine, say), or while
+its folder holds a new, unfinished run of the same name (trained again from iteration 0: the
+tables still hold the finished run's checkpoints); an unfinished one is dropped.
 
 ``tables`` prints (or only the ``--section`` parts, each pasted where docs/results.md has it):
 
@@ -68,9 +69,11 @@ def diff_text(d: dict) -> str:
 
 
 def collect_curves(runs: Path, record: Path) -> None:
-    """Every run of ``runs`` replaces its recorded curve; a recorded run whose folder is not
-    here is kept if it finished (its evaluations are in the record too) and dropped if not
-    (it can't resume from here: trained again, it starts a new curve)."""
+    """Every run of ``runs`` replaces its recorded curve, unless the recorded run finished and
+    the folder's is unfinished and does not continue it (trained again from iteration 0: the
+    finished run stays until the new one finishes). A recorded run whose folder is not here
+    is kept if it finished (its evaluations are in the record too) and dropped if not (it
+    can't resume from here: trained again, it starts a new curve)."""
     path = record / "validation_curves.json"
     earlier = json.loads(path.read_text()) if path.is_file() else {}
     curves = {}
@@ -84,12 +87,20 @@ def collect_curves(runs: Path, record: Path) -> None:
             "val_episodes": config["val_episodes"],
             "curve": [[r["iteration"], r["val_accuracy"]] for r in rows if "val_accuracy" in r]}
     kept = {name: run for name, run in earlier.items()
-            if name not in curves and plateau(run)["done"]}
+            if plateau(run)["done"] and (name not in curves or retraining(run, curves[name]))}
     dropped = sorted(set(earlier) - set(curves) - set(kept))
+    behind = sorted(name for name in kept if name in curves)
     curves = dict(sorted({**curves, **kept}.items()))
     path.write_text(json.dumps(curves, indent=1) + "\n")
     print(f"{len(curves) - len(kept)} runs from {runs}, {len(kept)} finished runs kept from the "
-          f"record -> {path}" + (f"; dropped unfinished: {', '.join(dropped)}" if dropped else ""))
+          f"record -> {path}" + (f"; dropped unfinished: {', '.join(dropped)}" if dropped else "")
+          + (f"; kept while trained again: {', '.join(behind)}" if behind else ""))
+
+
+def retraining(recorded: dict, run: dict) -> bool:
+    """``run`` is unfinished and is not ``recorded`` trained on (its curve does not start with
+    the recorded one): the same run name trained again from the start."""
+    return not plateau(run)["done"] and run["curve"][:len(recorded["curve"])] != recorded["curve"]
 
 
 def plateau(run: dict) -> dict:
