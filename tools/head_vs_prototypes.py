@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from metagna_tf.algorithms.inner_loop import head_logits, prototype_head  # noqa: E402
-from metagna_tf.checkpoints import load_trained  # noqa: E402
+from metagna_tf.checkpoints import find_checkpoint, load_trained  # noqa: E402
 from metagna_tf.corruption import KINDS  # noqa: E402
 from metagna_tf.episode_setup import EvaluationSettings, evaluation_episodes  # noqa: E402
 from metagna_tf.metrics import paired_difference  # noqa: E402
@@ -113,7 +113,7 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    from metagna_tf.comparison import fingerprint, short_names
+    from metagna_tf.comparison import checkpoint_sha256, fingerprint, short_names
 
     report = []
     for name, workdir in zip(short_names(args.workdirs), args.workdirs, strict=True):
@@ -127,7 +127,9 @@ def main(argv=None) -> None:
         chosen = evaluation_episodes(model.config, settings, data_dir=args.data_dir)
         records = [episode(model, steps, sx, sy, qx, qy) for bx, by, qxs, qys in chosen.batches
                    for sx, sy, qx, qy in zip(bx, by, qxs, qys, strict=True)]
-        report.append({"name": name, "workdir": str(workdir),
+        prefix = find_checkpoint(workdir)
+        report.append({"name": name, "workdir": str(workdir), "checkpoint": prefix,
+                       "checkpoint_sha256": checkpoint_sha256(prefix),
                        "protocol": chosen.config.protocol, "steps": steps,
                        "shots": args.shots, "support_corruption": args.support_corruption,
                        "corruption_rate": args.corruption_rate,
