@@ -73,11 +73,14 @@ chosen() {  # model -> its chosen rate (after select)
 # accuracy 0.54 points above the best before its last fifth (96.25 at 10400 against 95.71),
 # hence 15000. There the authors' form seed 1 failed both conditions (+1.00 in mean, +1.07 in
 # best; mean validation accuracy per 1000 iterations 96.55 over 11000-12000, then 97.3, 97.7,
-# 97.6), hence 20000. Cross-alphabet, ours passes at 45000 (-0.05, -0.89). Raise a protocol's
-# budget again if any of its runs fails the plateau check (tools/results_inner_loop_table.py).
+# 97.6), hence 20000. Cross-alphabet, ours passes at 45000 (-0.05, -0.89), but the authors'
+# form seed 0 fails (b) there: its best validation accuracy rose to 87.68 at 42600 against
+# 86.79 before its last fifth (+0.89), and that checkpoint tests +1.21 +/- 0.56 above the
+# earlier best on the same 600 clean 1-shot episodes, hence 60000. Raise a protocol's budget
+# again if any of its runs fails the plateau check (tools/results_inner_loop_table.py).
 budget() {  # run name -> its iterations
   case $1 in
-    cross_alphabet/*) echo 45000 ;;
+    cross_alphabet/*) echo 60000 ;;
     *) echo 20000 ;;
   esac
 }
