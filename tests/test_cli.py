@@ -15,7 +15,13 @@ from PIL import Image
 
 from metagna_tf.algorithms.maml import MetaLearner
 from metagna_tf.config import Config
-from metagna_tf.training import NonFiniteLossError, read_metrics, set_global_determinism, train
+from metagna_tf.training import (
+    NonFiniteLossError,
+    read_metrics,
+    readable_summary,
+    set_global_determinism,
+    train,
+)
 from tests.cli_runner import run_module
 
 pytestmark = pytest.mark.slow
@@ -80,10 +86,10 @@ def test_train_evaluate_predict_through_the_clis(omniglot_dir, tmp_path):
                     "best_checkpoint": str(work / "best" / f"ckpt-{best['iteration']}"),
                     "best_val_accuracy": pytest.approx(best["val_accuracy"], abs=1e-7),
                     "workdir": str(work)}
-    assert out.stderr.strip().splitlines()[-1] == (
-        f"{work}: 4 iterations in {last['elapsed_s']:.1f} s; validation accuracy "
-        f"{100 * last['val_accuracy']:.1f}%, best {100 * best['val_accuracy']:.1f}% in "
-        f"{last['best_checkpoint']} (all metrics: metrics.jsonl, TensorBoard).")
+    # the terminal's last line is the printed summary's sentence; its wording and its duration
+    # format ("12.3 s", or "1 min 5 s" on a loaded machine) are checked in
+    # test_the_closing_sentence_reads_seconds_minutes_and_runs_without_validation
+    assert out.stderr.strip().splitlines()[-1] == readable_summary(last)
     config = json.loads((work / "config.json").read_text())
     assert config["algorithm"] == "metagna" and config["filters"] == 8
     assert (work / "best" / "checkpoint").is_file()
@@ -246,9 +252,13 @@ def test_a_closed_output_pipe_ends_quietly():
     assert "rc=141" in proc.stderr
 
 
-def test_the_closing_sentence_reads_minutes_and_runs_without_validation():
-    from metagna_tf.training import readable_summary
-
+def test_the_closing_sentence_reads_seconds_minutes_and_runs_without_validation():
+    summary = {"iteration": 4, "val_accuracy": 0.5, "elapsed_s": 12.34,
+               "best_checkpoint": "runs/x/best/ckpt-2", "best_val_accuracy": 0.75,
+               "workdir": "runs/x"}
+    assert readable_summary(summary) == (
+        "runs/x: 4 iterations in 12.3 s; validation accuracy 50.0%, best 75.0% in "
+        "runs/x/best/ckpt-2 (all metrics: metrics.jsonl, TensorBoard).")
     summary = {"iteration": 300, "val_accuracy": None, "elapsed_s": 125.4,
                "best_checkpoint": None, "best_val_accuracy": None, "workdir": "runs/x"}
     assert readable_summary(summary) == ("runs/x: 300 iterations in 2 min 5 s; no validation "
