@@ -76,11 +76,13 @@ chosen() {  # model -> its chosen rate (after select)
 # 97.6), hence 20000. Cross-alphabet, ours passes at 45000 (-0.05, -0.89), but the authors'
 # form seed 0 fails (b) there: its best validation accuracy rose to 87.68 at 42600 against
 # 86.79 before its last fifth (+0.89), and that checkpoint tests +1.21 +/- 0.56 above the
-# earlier best on the same 600 clean 1-shot episodes, hence 60000. Raise a protocol's budget
+# earlier best on the same 600 clean 1-shot episodes, hence 60000. There it fails both
+# conditions (+2.29 in mean, +1.61 in best: 90.00 at 53400; mean validation accuracy per 6000
+# iterations 83.36, 85.49, 86.43, 87.00 from 36000), hence 80000. Raise a protocol's budget
 # again if any of its runs fails the plateau check (tools/results_inner_loop_table.py).
 budget() {  # run name -> its iterations
   case $1 in
-    cross_alphabet/*) echo 60000 ;;
+    cross_alphabet/*) echo 80000 ;;
     *) echo 20000 ;;
   esac
 }
