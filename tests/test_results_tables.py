@@ -207,3 +207,38 @@ def test_inner_loop_steps_table_orders_runs_by_model_head_seed_and_pairs_with_no
     assert [line.split(" | ")[0] for line in lines[2:]] == [
         "| maml_seed0", "| maml_seed1", "| maml_proto_seed0", "| authors_seed1"]
     assert lines[2].endswith("| 30.00 ± 1.00 (+10.00 ± 0.00 *) |")  # against its own 0 steps
+
+
+def test_inner_loop_tables_write_replaces_only_the_marked_regions(tmp_path):
+    import json
+
+    from tools.results_inner_loop_table import main, markers
+
+    base = np.linspace(0.6, 1.0, 20)
+    result = {"episodes": 20, "models": [model("maml_seed0", base),
+                                         model("ours_seed0", base + 0.01)]}
+    (tmp_path / "cross_alphabet_5w1s.json").write_text(json.dumps(result))
+    begin, end = markers("cross_alphabet")
+    doc = tmp_path / "results.md"
+    doc.write_text(f"# results\n\nprose before\n\n{begin}\nold table\n{end}\n\nprose after\n")
+    main(["tables", "--record", str(tmp_path), "--section", "cross_alphabet",
+          "--write", str(doc)])
+    text = doc.read_text()
+    assert text.startswith("# results\n\nprose before\n\n" + begin + "\n### cross-alphabet")
+    assert text.endswith("(* the paired 95% interval excludes zero)\n" + end
+                         + "\n\nprose after\n")
+    assert "old table" not in text and "cross_alphabet_5w1s.json" in text
+    main(["tables", "--record", str(tmp_path), "--section", "cross_alphabet",
+          "--write", str(doc)])
+    assert doc.read_text() == text  # idempotent
+    # a section without markers, or without records, leaves the file as it was
+    for section, message in (("indomain", "needs exactly one"), ("budget", "needs exactly one")):
+        with pytest.raises(SystemExit, match=message):
+            main(["tables", "--record", str(tmp_path), "--section", "cross_alphabet",
+                  "--section", section, "--write", str(doc)])
+        assert doc.read_text() == text
+    b, e = markers("indomain")
+    doc.write_text(text + f"\n{b}\n{e}\n")
+    with pytest.raises(SystemExit, match="nothing recorded for the indomain section"):
+        main(["tables", "--record", str(tmp_path), "--section", "indomain", "--write", str(doc)])
+    assert doc.read_text() == text + f"\n{b}\n{e}\n"

@@ -2,7 +2,7 @@
 
     python tools/results_inner_loop_table.py curves RUNS_DIR [--record docs/results/inner_loop]
     python tools/results_inner_loop_table.py tables [--record docs/results/inner_loop]
-        [--section budget|indomain|cross_alphabet ...]
+        [--section budget|indomain|cross_alphabet ...] [--write docs/results.md]
 
 ``curves`` copies every study run's validation curve (iteration, validation accuracy) from
 ``RUNS_DIR`` into ``$record/validation_curves.json``, so the budget table needs no run folder;
@@ -10,7 +10,9 @@ a finished run recorded earlier stays when its folder is gone (a new machine, sa
 its folder holds a new, unfinished run of the same name (trained again from iteration 0: the
 tables still hold the finished run's checkpoints); an unfinished one is dropped.
 
-``tables`` prints (or only the ``--section`` parts, each pasted where docs/results.md has it):
+``tables`` prints (or only the ``--section`` parts; with ``--write docs/results.md``, writes
+each into its region of that file, between the ``<!-- BEGIN/END ... --section NAME -->``
+markers):
 
 * the budget: per run, its iterations, its best validation accuracy and the plateau check.
   The curve is cut into fifths of the configured iterations. A run has plateaued when, over
@@ -224,41 +226,87 @@ def steps_table(result: dict) -> str:
 SECTIONS = ("budget", *PROTOCOLS)
 
 
+FOOTNOTE = "(* the paired 95% interval excludes zero)"
+
+
+def section_text(record: Path, section: str) -> str:
+    """One section's markdown, without the footnote ("" when nothing is recorded for it)."""
+    parts = []
+    if section == "budget":
+        curves_path = record / "validation_curves.json"
+        if curves_path.is_file():
+            parts.append(f"**The budget** (`{curves_path.name}`; plateaued: over the last fifth, "
+                         "neither the mean nor the best validation accuracy gains more than "
+                         f"{PLATEAU_POINTS} points):")
+            parts.append(budget_table(json.loads(curves_path.read_text())))
+        return "\n\n".join(parts)
+    protocol, title = section, PROTOCOLS[section]
+    found = [(key, text) for key, text in SETTINGS
+             if (record / f"{protocol}_{key}.json").is_file()]
+    if not found:
+        return ""
+    parts.append(f"### {title}")
+    for key, text in found:
+        result = json.loads((record / f"{protocol}_{key}.json").read_text())
+        parts.append(f"**{text}**, {result['episodes']} test episodes (`{protocol}_{key}.json`; "
+                     "in-between columns: paired differences on the same episodes):")
+        parts.append(setting_table(result))
+        if any(parse(m["name"])[1] == "proto" for m in result["models"]
+               if m["name"] != "pixel_nn"):
+            parts.append(f"The heads, seed 0, {text}:")
+            parts.append(head_table(result))
+    for shots in (1, 5):
+        path = record / f"{protocol}_steps_5w{shots}s.json"
+        if path.is_file():
+            result = json.loads(path.read_text())
+            parts.append(f"**Test-time inner steps**, 5-way {shots}-shot, {result['episodes']} "
+                         f"test episodes (`{path.name}`; in brackets: against the same model's "
+                         "head alone, 0 steps):")
+            parts.append(steps_table(result))
+    return "\n\n".join(parts)
+
+
 def tables(record: Path, sections: tuple[str, ...] = SECTIONS) -> None:
     """Print the sections asked for: the budget table and each protocol's tables."""
-    curves_path = record / "validation_curves.json"
-    if "budget" in sections and curves_path.is_file():
-        print(f"**The budget** (`{curves_path.name}`; plateaued: over the last fifth, neither "
-              f"the mean nor the best validation accuracy gains more than {PLATEAU_POINTS} "
-              "points):\n")
-        print(budget_table(json.loads(curves_path.read_text())) + "\n")
-    printed = False
-    for protocol, title in PROTOCOLS.items():
-        found = [(key, text) for key, text in SETTINGS
-                 if (record / f"{protocol}_{key}.json").is_file()]
-        if protocol not in sections or not found:
-            continue
-        printed = True
-        print(f"### {title}\n")
-        for key, text in found:
-            result = json.loads((record / f"{protocol}_{key}.json").read_text())
-            print(f"**{text}**, {result['episodes']} test episodes (`{protocol}_{key}.json`; "
-                  "in-between columns: paired differences on the same episodes):\n")
-            print(setting_table(result) + "\n")
-            if any(parse(m["name"])[1] == "proto" for m in result["models"]
-                   if m["name"] != "pixel_nn"):
-                print(f"The heads, seed 0, {text}:\n")
-                print(head_table(result) + "\n")
-        for shots in (1, 5):
-            path = record / f"{protocol}_steps_5w{shots}s.json"
-            if path.is_file():
-                result = json.loads(path.read_text())
-                print(f"**Test-time inner steps**, 5-way {shots}-shot, {result['episodes']} "
-                      f"test episodes (`{path.name}`; in brackets: against the same model's "
-                      "head alone, 0 steps):\n")
-                print(steps_table(result) + "\n")
-    if printed:
-        print("(* the paired 95% interval excludes zero)")
+    texts = [t for t in (section_text(record, s) for s in sections) if t]
+    protocols = [s for s in sections if s in PROTOCOLS and section_text(record, s)]
+    if protocols:
+        texts.append(FOOTNOTE)
+    if texts:
+        print("\n\n".join(texts))
+
+
+def markers(section: str) -> tuple[str, str]:
+    return (f"<!-- BEGIN results_inner_loop_table.py tables --section {section} -->",
+            f"<!-- END results_inner_loop_table.py tables --section {section} -->")
+
+
+def write(record: Path, sections: tuple[str, ...], target: Path) -> None:
+    """Replace each section's marked region of ``target`` (docs/results.md) in place.
+
+    A protocol's region gets its own footnote. The file is replaced in one step (a temporary
+    file renamed over it), and only after every section's markers were found, so a missing
+    marker leaves it untouched.
+    """
+    text = target.read_text()
+    for section in sections:
+        begin, end = markers(section)
+        if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+            raise SystemExit(f"{target}: needs exactly one '{begin}' followed by one '{end}' "
+                             f"to write the {section} section")
+        body = section_text(record, section)
+        if not body:
+            raise SystemExit(f"{record}: nothing recorded for the {section} section; "
+                             f"{target} left as it was")
+        if section in PROTOCOLS:
+            body += "\n\n" + FOOTNOTE
+        head, rest = text.split(begin)
+        _, tail = rest.split(end)
+        text = f"{head}{begin}\n{body}\n{end}{tail}"
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(target)
+    print(f"{target}: wrote {', '.join(sections)}")
 
 
 def main(argv=None) -> int:
@@ -267,13 +315,19 @@ def main(argv=None) -> int:
     p.add_argument("runs", nargs="?", type=Path, help="the study's runs folder (curves)")
     p.add_argument("--record", type=Path, default=Path("docs/results/inner_loop"))
     p.add_argument("--section", choices=SECTIONS, action="append",
-                   help="tables: print only this part (repeatable; default: all), each pasted "
-                        "where docs/results.md has it")
+                   help="tables: print only this part (repeatable; default: all)")
+    p.add_argument("--write", type=Path, metavar="MARKDOWN",
+                   help="tables: replace each section's marked region of this file "
+                        "(docs/results.md) instead of printing")
     args = p.parse_args(argv)
     if args.command == "curves":
         if args.runs is None or not args.runs.is_dir():
             p.error(f"curves needs the study's runs folder (got {args.runs})")
         collect_curves(args.runs, args.record)
+    elif args.write is not None:
+        if not args.write.is_file():
+            p.error(f"--write: no such file: {args.write}")
+        write(args.record, tuple(args.section or SECTIONS), args.write)
     else:
         tables(args.record, tuple(args.section or SECTIONS))
     return 0
