@@ -268,9 +268,9 @@ def section_text(record: Path, section: str) -> str:
 
 def tables(record: Path, sections: tuple[str, ...] = SECTIONS) -> None:
     """Print the sections asked for: the budget table and each protocol's tables."""
-    texts = [t for t in (section_text(record, s) for s in sections) if t]
-    protocols = [s for s in sections if s in PROTOCOLS and section_text(record, s)]
-    if protocols:
+    written = {s: section_text(record, s) for s in sections}
+    texts = [t for t in written.values() if t]
+    if any(written[s] for s in sections if s in PROTOCOLS):
         texts.append(FOOTNOTE)
     if texts:
         print("\n\n".join(texts))
