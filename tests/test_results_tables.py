@@ -242,3 +242,53 @@ def test_inner_loop_tables_write_replaces_only_the_marked_regions(tmp_path):
     with pytest.raises(SystemExit, match="nothing recorded for the indomain section"):
         main(["tables", "--record", str(tmp_path), "--section", "indomain", "--write", str(doc)])
     assert doc.read_text() == text + f"\n{b}\n{e}\n"
+
+
+def test_budget_check_pairs_a_runs_two_checkpoints_across_a_git_revision(tmp_path, monkeypatch,
+                                                                          capsys):
+    """tools/budget_check.py: the record at a revision against the working tree's."""
+    import json
+    import subprocess
+
+    from tools.budget_check import main
+    from tools.results_inner_loop_table import SETTINGS
+
+    rng = np.random.default_rng(1)
+    record = tmp_path / "record"
+    record.mkdir()
+    before = {key: rng.uniform(0.5, 1.0, 30) for key, _ in SETTINGS}
+
+    def write(accuracies, sha):
+        for key, _ in SETTINGS:
+            entry = model("maml_seed1", accuracies[key])
+            entry.update(checkpoint=f"runs/best/ckpt-{sha}", checkpoint_sha256=sha * 8)
+            (record / f"indomain_{key}.json").write_text(json.dumps(
+                {"episodes_sha256": "e" * 64, "models": [entry, model("pixel_nn", [0.2] * 30)]}))
+
+    write(before, "100")
+    curve = [[i, 0.9] for i in range(100, 1001, 100)]
+    (record / "validation_curves.json").write_text(json.dumps(
+        {"indomain/maml_seed1": {"iterations": 1000, "inner_lr": 0.4, "curve": curve}}))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "."], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "before"], cwd=tmp_path, check=True)
+    after = {key: np.clip(a + 0.05, 0, 1) for key, a in before.items()}
+    write(after, "900")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "check.txt"
+    assert main(["indomain/maml_seed1", "--before", "HEAD", "--record", "record",
+                 "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.read_text() == text
+    assert "(ckpt-100, SHA-256 100100100100...)" in text and "ckpt-900" in text
+    d = paired_difference(before["5w1s"], after["5w1s"])
+    row = next(line for line in text.splitlines() if line.startswith("5-way 1-shot, clean"))
+    assert row.split()[-6:] == [f"{100 * before['5w1s'].mean():.2f}",
+                                f"{100 * after['5w1s'].mean():.2f}", f"{100 * d['mean']:+.2f}",
+                                "+/-", f"{100 * d['ci95']:.2f}", "*"]
+    assert "Plateau check: mean +0.00, best +0.00: plateaued." in text
+    # the same checkpoint on both sides is an error, not a table of zeros
+    write(before, "100")
+    with pytest.raises(SystemExit, match="same checkpoint"):
+        main(["indomain/maml_seed1", "--before", "HEAD", "--record", "record"])
