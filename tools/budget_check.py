@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_inner_loop_table import SETTINGS, plateau  # noqa: E402
+from results_inner_loop_table import SETTINGS, fifths, plateau  # noqa: E402
 
 from metagna_tf.metrics import paired_difference  # noqa: E402
 
@@ -49,13 +49,6 @@ def entry(record: dict, name: str, where: str) -> dict:
 
 def checkpoint_label(model: dict) -> str:
     return f"{Path(model['checkpoint']).name}, SHA-256 {model['checkpoint_sha256'][:12]}..."
-
-
-def fifths(run: dict) -> list[tuple[float, float]]:
-    total = run["iterations"]
-    parts = [[a for i, a in run["curve"] if k * total < 5 * i <= (k + 1) * total]
-             for k in range(5)]
-    return [(float(np.mean(p)), max(p)) if p else (float("nan"), float("nan")) for p in parts]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     if run is not None:
         check = plateau(run)
         total = run["iterations"]
-        parts = ", ".join(f"{m * 100:.2f}/{b * 100:.2f}" for m, b in fifths(run))
+        parts = ", ".join(f"{100 * np.mean(f):.2f}/{100 * max(f):.2f}" if f else "-"
+                          for f in fifths(run))
         lines.append(f"Validation by fifths of {total} iterations (mean/best): {parts}.")
         if "plateau" in check:
             lines.append(f"Plateau check: mean {100 * check['mean_gain']:+.2f}, best "

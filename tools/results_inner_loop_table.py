@@ -105,19 +105,26 @@ def retraining(recorded: dict, run: dict) -> bool:
     return not plateau(run)["done"] and run["curve"][:len(recorded["curve"])] != recorded["curve"]
 
 
+def fifths(run: dict) -> list[list[float]]:
+    """The validation accuracies in each fifth of the configured iterations."""
+    total = run["iterations"]
+    return [[a for i, a in run["curve"] if k * total < 5 * i <= (k + 1) * total]
+            for k in range(5)]
+
+
 def plateau(run: dict) -> dict:
     """The last fifth of the configured iterations against the earlier fifths."""
     total = run["iterations"]
     curve = run["curve"]
-    fifths = [[a for i, a in curve if k * total < 5 * i <= (k + 1) * total] for k in range(5)]
+    parts = fifths(run)
     done = bool(curve) and curve[-1][0] == total
     out = {"done": done, "at": curve[-1][0] if curve else 0,
            "best": max((a for _, a in curve), default=float("nan"))}
-    if done and all(fifths[3:]):
-        earlier = [a for f in fifths[:4] for a in f]
-        last = float(np.mean(fifths[4]))
-        mean_gain = last - max(float(np.mean(f)) for f in fifths[:4] if f)
-        best_gain = max(fifths[4]) - max(earlier)
+    if done and all(parts[3:]):
+        earlier = [a for f in parts[:4] for a in f]
+        last = float(np.mean(parts[4]))
+        mean_gain = last - max(float(np.mean(f)) for f in parts[:4] if f)
+        best_gain = max(parts[4]) - max(earlier)
         out.update(mean_gain=mean_gain, best_gain=best_gain,
                    plateau=100 * max(mean_gain, best_gain) <= PLATEAU_POINTS)
     return out
